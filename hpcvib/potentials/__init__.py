@@ -1,0 +1,97 @@
+"""Built-in potentials and the loader that turns a name or a file into a :class:`Potential`.
+
+Built-in names:
+
+``Fe_mm``
+    EAM (eam/fs) for α-Fe, Mendelev, Han, Srolovitz, Ackland, Sun and Asta, Phil. Mag. 83, 3977
+    (2003); file ``Fe_mm.eam.fs`` as distributed with LAMMPS (cut-off 5.3 Å).
+``Si_sw``
+    Stillinger–Weber silicon, Phys. Rev. B 31, 5262 (1985).
+``Si_sw_vink``
+    Stillinger–Weber modified for amorphous Si by Vink, Barkema, van der Weg and Mousseau,
+    J. Non-Cryst. Solids 282, 248 (2001): λ = 31.5, ε = 1.64833 eV.
+
+Any path is accepted too: ``*.eam.fs``/``*.fs`` (eam/fs), ``*.eam.alloy``/``*.alloy``/``*.setfl``
+(eam/alloy), ``*.sw`` (Stillinger–Weber).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from importlib import resources
+
+import numpy as np
+
+from ..errors import InputError
+from .base import BlockRows, Evaluation, Potential
+from .eam import EAM
+from .sw import SI_ORIGINAL, SI_VINK, StillingerWeber
+
+BUILTIN = {
+    "Fe_mm": "EAM α-Fe, Mendelev et al., Phil. Mag. 83, 3977 (2003) (LAMMPS Fe_mm.eam.fs)",
+    "Si_sw": "Stillinger–Weber Si, Phys. Rev. B 31, 5262 (1985)",
+    "Si_sw_vink": "Stillinger–Weber a-Si (Vink et al., J. Non-Cryst. Solids 282, 248 (2001))",
+}
+
+__all__ = ["BUILTIN", "BlockRows", "EAM", "Evaluation", "Potential", "StillingerWeber",
+           "load_potential", "lattice_constant", "data_file"]
+
+
+def data_file(name: str) -> str:
+    """Path of a file shipped in ``hpcvib/data/potentials``."""
+    return str(resources.files("hpcvib.data").joinpath("potentials", name))
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(spec: str, mtime: float) -> Potential:
+    if spec == "Fe_mm":
+        return EAM(data_file("Fe_mm.eam.fs"), style="fs", name="Fe_mm", citation=BUILTIN["Fe_mm"])
+    if spec == "Si_sw":
+        return StillingerWeber.silicon(SI_ORIGINAL, "Si_sw", BUILTIN["Si_sw"])
+    if spec == "Si_sw_vink":
+        return StillingerWeber.silicon(SI_VINK, "Si_sw_vink", BUILTIN["Si_sw_vink"])
+    lower = spec.lower()
+    if lower.endswith((".eam.fs", ".fs")):
+        return EAM(spec, style="fs")
+    if lower.endswith((".eam.alloy", ".alloy", ".setfl")):
+        return EAM(spec, style="alloy")
+    if lower.endswith(".sw"):
+        return StillingerWeber.from_file(spec)
+    if lower.endswith(".eam"):
+        raise InputError(f"{spec}: single-element funcfl (.eam) files are not supported; convert to setfl (eam/alloy)")
+    raise InputError(f"{spec}: unknown potential (built-ins: {', '.join(BUILTIN)}; files: "
+                     f"*.eam.fs, *.eam.alloy, *.setfl, *.sw)")
+
+
+def load_potential(spec: str | Potential) -> Potential:
+    """A :class:`Potential` from a built-in name, a file path, or a Potential (returned as is)."""
+    if isinstance(spec, Potential):
+        return spec
+    spec = os.fspath(spec)
+    if spec not in BUILTIN and not os.path.exists(spec):
+        if os.path.splitext(spec)[1] or os.sep in spec:
+            raise InputError(f"{spec}: potential file not found")
+        raise InputError(f"{spec}: unknown potential (built-ins: {', '.join(BUILTIN)})")
+    mtime = os.path.getmtime(spec) if os.path.exists(spec) else 0.0
+    return _load_cached(spec, mtime)
+
+
+def lattice_constant(potential: Potential, structure: str = "bcc", symbol: str | None = None) -> float:
+    """Equilibrium cubic lattice constant (Å) of ``structure`` (bcc, fcc, diamond) for the
+    potential, by minimising the energy per atom of the conventional cell (Brent, 1e-10 Å)."""
+    from ase.build import bulk
+    from scipy.optimize import minimize_scalar
+
+    symbol = symbol or potential.species[0]
+    guess = {"bcc": 2.9, "fcc": 3.6, "diamond": 5.43}[structure]
+
+    def energy(a):
+        return potential.evaluate(bulk(symbol, structure, a=a, cubic=True)).energy
+
+    grid = guess * np.linspace(0.8, 1.25, 46)
+    e = [energy(a) for a in grid]
+    k = int(np.argmin(e))
+    res = minimize_scalar(energy, bracket=(grid[max(k - 1, 0)], grid[k], grid[min(k + 1, len(grid) - 1)]),
+                          tol=1e-12)
+    return float(res.x)

@@ -1,0 +1,136 @@
+"""Atomic structures: reading (anything ASE reads), validation, and builders.
+
+A structure is an :class:`ase.Atoms`; hpcvib only requires a periodic cell (orthogonal or
+triclinic), finite positions, and masses (taken from ASE unless the file or the caller sets them).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+#: Closest approach accepted between two atoms, Å.
+MIN_DISTANCE = 0.5
+
+
+def read_structures(path: str | os.PathLike, index: str | int = ":", format: str | None = None):
+    """Read every frame of ``path`` with ASE; any failure becomes an :class:`InputError`.
+
+    Parameters
+    ----------
+    path : a file ASE can read (extxyz, LAMMPS data/dump, POSCAR, CIF, ...).
+    index : ASE frame selection; ``":"`` reads all frames.
+    format : ASE format name when it cannot be guessed from the suffix (e.g. ``lammps-data``).
+
+    Returns
+    -------
+    list of ase.Atoms
+    """
+    import ase.io
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, not a structure file")
+    fmt = format or _guess_format(path)
+    try:
+        frames = ase.io.read(path, index=index, format=fmt)
+    except Exception as exc:  # ASE raises many types for unreadable files
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot read structure ({detail})") from exc
+    if not isinstance(frames, list):
+        frames = [frames]
+    if not frames:
+        raise InputError(f"{path}: no structure found in file")
+    for atoms in frames:
+        atoms.info.setdefault("source", path)
+    return frames
+
+
+def _guess_format(path: str) -> str | None:
+    """Formats ASE does not guess from names that LAMMPS users commonly use."""
+    name = os.path.basename(path).lower()
+    if name.endswith((".data", ".lmp", ".lammps")) or name.startswith("data."):
+        return "lammps-data"
+    if name.endswith((".dump", ".lammpstrj")) or name.startswith("dump."):
+        return "lammps-dump-text"
+    return None
+
+
+def validate(atoms, source: str = "<structure>", require_periodic: bool = True,
+             min_distance: float = MIN_DISTANCE) -> None:
+    """Check that ``atoms`` is a structure hpcvib can work on; raise :class:`InputError` if not.
+
+    Checks: at least one atom, finite positions and cell, periodic in all three directions with a
+    non-singular cell (when ``require_periodic``), positive masses, no two atoms closer than
+    ``min_distance`` Å (periodic images included).
+    """
+    from .neighbours import closest_pair
+
+    n = len(atoms)
+    if n == 0:
+        raise InputError(f"{source}: structure has no atoms")
+    pos = atoms.get_positions()
+    if not np.all(np.isfinite(pos)):
+        bad = int(np.argwhere(~np.isfinite(pos))[0, 0])
+        raise InputError(f"{source}: non-finite coordinates (NaN or inf), first at atom {bad}")
+    cell = np.asarray(atoms.get_cell())
+    if not np.all(np.isfinite(cell)):
+        raise InputError(f"{source}: non-finite cell vectors")
+    if require_periodic:
+        if not np.all(atoms.pbc):
+            raise InputError(f"{source}: cell must be periodic in x, y and z (pbc={list(map(bool, atoms.pbc))})")
+        volume = abs(np.linalg.det(cell))
+        if volume < 1e-6:
+            raise InputError(f"{source}: periodic cell is singular (volume {volume:.3g} Å^3)")
+    masses = atoms.get_masses()
+    if np.any(~np.isfinite(masses)) or np.any(masses <= 0):
+        raise InputError(f"{source}: every atom needs a positive mass")
+    if n > 1 or require_periodic:
+        d, i, j = closest_pair(atoms, min_distance)
+        if d < min_distance:
+            raise InputError(f"{source}: atoms {i} and {j} are {d:.3f} Å apart (< {min_distance} Å)")
+
+
+def bcc_supercell(n: int | Sequence[int], a0: float, symbol: str = "Fe", strain: float = 0.0):
+    """Perfect bcc supercell of (n a0)³ (2 n³ atoms) with cubic axes along x, y, z.
+
+    Parameters
+    ----------
+    n : repetitions of the conventional cubic cell (an int or three ints).
+    a0 : lattice parameter, Å (e.g. :func:`hpcvib.potentials.lattice_constant`).
+    strain : homogeneous isotropic strain ε; lengths are scaled by (1 + ε).
+    """
+    from ase.build import bulk
+
+    reps = (n, n, n) if np.isscalar(n) else tuple(int(v) for v in n)
+    atoms = bulk(symbol, "bcc", a=a0 * (1.0 + strain), cubic=True).repeat(reps)
+    atoms.info["builder"] = f"bcc {reps} a0={a0:.6f} strain={strain:g}"
+    return atoms
+
+
+def diamond_supercell(n: int | Sequence[int], a0: float, symbol: str = "Si"):
+    """Perfect diamond-cubic supercell (8 n³ atoms), cubic axes along x, y, z."""
+    from ase.build import bulk
+
+    reps = (n, n, n) if np.isscalar(n) else tuple(int(v) for v in n)
+    return bulk(symbol, "diamond", a=a0, cubic=True).repeat(reps)
+
+
+def apply_isotropic_strain(atoms, strain: float):
+    """Copy of ``atoms`` with cell and positions scaled homogeneously by (1 + strain)."""
+    out = atoms.copy()
+    out.set_cell(np.asarray(atoms.get_cell()) * (1.0 + strain), scale_atoms=True)
+    return out
+
+
+def remove_atoms(atoms, indices: Sequence[int]):
+    """Copy of ``atoms`` without the given atoms (vacancies)."""
+    out = atoms.copy()
+    del out[list(indices)]
+    return out
