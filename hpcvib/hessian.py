@@ -79,44 +79,63 @@ class DistributedHessian:
         row_atom = np.repeat(self.rows.rows, np.diff(self.rows.indptr))
         return self.rows.blocks * (inv[row_atom] * inv[self.rows.cols])[:, None, None]
 
-    def local_csr(self, mass_weighted: bool = True, upper: bool = False):
-        """Block CSR of the local rows in PETSc order: (indptr, block columns, blocks)."""
+    def local_csr(self, mass_weighted: bool = True, upper: bool = False, exclude_atom: int | None = None):
+        """Block CSR of the local rows in PETSc order: (indptr, block columns, blocks).
+
+        ``upper`` keeps the upper triangle (SBAIJ); ``exclude_atom`` drops the three rows and
+        columns of that atom (the principal submatrix D_(-k) of THEORY §3) and renumbers."""
         lay = self.layout
-        nrow = len(self.rows.rows)
-        counts = np.diff(self.rows.indptr)
-        row_of_block = np.repeat(np.arange(nrow), counts)
-        jcol = lay.petsc_index[self.rows.cols]
+        rows, cols = self.rows.rows, self.rows.cols
+        row_of_block = np.repeat(np.arange(len(rows)), np.diff(self.rows.indptr))
         vals = self._scaled_blocks(mass_weighted)
-        keep = slice(None)
+        pidx = lay.petsc_index
+        start = lay.start
+        if exclude_atom is not None:
+            pk = pidx[exclude_atom]
+            pidx = pidx - (pidx > pk)
+            start = start - int(pk < lay.start)
+            keep = (cols != exclude_atom) & (rows[row_of_block] != exclude_atom)
+            kept_rows = rows != exclude_atom
+            new_row = np.cumsum(kept_rows) - 1
+            row_of_block, cols, vals = new_row[row_of_block[keep]], cols[keep], vals[keep]
+            nrow = int(kept_rows.sum())
+        else:
+            nrow = len(rows)
+        jcol = pidx[cols]
         if upper:
-            keep = jcol >= lay.start + row_of_block
+            keep = jcol >= start + row_of_block
             row_of_block, jcol, vals = row_of_block[keep], jcol[keep], vals[keep]
         order = np.lexsort((jcol, row_of_block))
         indptr = np.zeros(nrow + 1, dtype=np.int64)
         np.cumsum(np.bincount(row_of_block, minlength=nrow), out=indptr[1:])
         return indptr, jcol[order], np.ascontiguousarray(vals[order])
 
-    def petsc_matrix(self, mass_weighted: bool = True, symmetric: bool = False):
+    def petsc_matrix(self, mass_weighted: bool = True, symmetric: bool = False,
+                     exclude_atom: int | None = None):
         """Assembled PETSc ``MPIBAIJ`` (or ``MPISBAIJ`` when ``symmetric``) matrix, block size 3,
-        preallocated exactly from the local CSR. D (eV/(Å² amu)) when ``mass_weighted``, else H."""
+        preallocated exactly from the local CSR. D (eV/(Å² amu)) when ``mass_weighted``, else H;
+        without the rows and columns of ``exclude_atom`` when given."""
         from .petsc_env import init_petsc
 
         PETSc = init_petsc()
-        lay = self.layout
-        indptr, jcol, vals = self.local_csr(mass_weighted, upper=symmetric)
-        nloc = 3 * lay.n_owned
-        size = ((nloc, self.n_dof), (nloc, self.n_dof))
+        indptr, jcol, vals = self.local_csr(mass_weighted, upper=symmetric, exclude_atom=exclude_atom)
+        nloc = 3 * (len(indptr) - 1)
+        nglob = self.n_dof - (3 if exclude_atom is not None else 0)
+        size = ((nloc, nglob), (nloc, nglob))
         csr = (indptr.astype(PETSc.IntType), jcol.astype(PETSc.IntType), vals.reshape(-1))
         mat = PETSc.Mat()
         if symmetric:
             mat.createSBAIJ(size, 3, csr=csr, comm=self.comm)
-            mat.setOption(PETSc.Mat.Option.SYMMETRIC, True)
         else:
             mat.createBAIJ(size, 3, csr=csr, comm=self.comm)
-            mat.setOption(PETSc.Mat.Option.SYMMETRIC, True)
+        mat.setOption(PETSc.Mat.Option.SYMMETRIC, True)
         mat.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
         mat.assemble()
         return mat
+
+    def to_original_order(self, petsc_array: np.ndarray) -> np.ndarray:
+        """Reorder a full-length (3N) array from PETSc atom order to the original atom order."""
+        return petsc_array.reshape(-1, 3)[self.layout.petsc_index].ravel()
 
     def gather_scipy(self, mass_weighted: bool = False, root: int = 0):
         """The whole matrix as scipy CSR (3N×3N) in the original atom order on ``root``; None

@@ -39,7 +39,7 @@ def read_structures(path: str | os.PathLike, index: str | int = ":", format: str
         raise InputError(f"{path}: is a directory, not a structure file")
     fmt = format or _guess_format(path)
     try:
-        frames = ase.io.read(path, index=index, format=fmt)
+        frames = ase.io.read(path, index=index, format=fmt, parallel=False)
     except Exception as exc:  # ASE raises many types for unreadable files
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot read structure ({detail})") from exc
