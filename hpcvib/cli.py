@@ -13,6 +13,8 @@ import json
 import sys
 import time
 
+import numpy as np
+
 from . import __version__
 
 
@@ -131,6 +133,207 @@ class HessianCommand:
         log.info("wrote %s (%s)", args.output, units)
 
 
+class ThermoCommand:
+    """Exact harmonic thermodynamics of one or more structures (minima or saddles).
+
+    One sparse LDLᵀ factorisation (MUMPS) of the dynamical matrix with one atom's rows removed
+    gives ln det'(D) exactly and the inertia (number of negative eigenvalues), THEORY §3; from
+    them S_vib (Eq. 2) at --temperature and the formation entropy S_f against a perfect cell at
+    the same strain (Eq. 20, or Eq. 19 when a temperature is given). Several files, globs or
+    multi-frame files give one result each (JSON lines with --json).
+    """
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("structures", nargs="+", metavar="STRUCTURE",
+                            help="structure files, globs or multi-frame files")
+        add_potential_argument(parser)
+        parser.add_argument("--reference", metavar="BULK",
+                            help="perfect cell at the same strain for S_f (a file), or 'auto' to "
+                                 "build the bcc cell of the same shape")
+        parser.add_argument("--temperature", "-t", type=float, metavar="T",
+                            help="temperature (K) for S_vib, Eq. 19 and quantum quantities")
+        parser.add_argument("--modes", type=int, default=0, metavar="K",
+                            help="report the K lowest eigenvalues of D (SLEPc, shift-and-invert)")
+        parser.add_argument("--spectrum", action="store_true",
+                            help="full spectrum: DOS histogram, quantum F and S at T (dense LAPACK "
+                                 "for small cells, SLEPc spectrum slicing otherwise)")
+        parser.add_argument("--spectrum-method", choices=["auto", "dense", "slicing"], default="auto")
+        parser.add_argument("--dos-plot", metavar="PNG", help="write the vibrational DOS plot (with --spectrum)")
+        parser.add_argument("--expect", choices=["minimum", "saddle"],
+                            help="error unless every structure is of this kind")
+        parser.add_argument("--ordering", default="auto",
+                            choices=["auto", "amd", "amf", "pord", "qamd", "metis", "scotch"],
+                            help="MUMPS fill-reducing ordering (Debian's MUMPS: amd, amf, pord, qamd)")
+        parser.add_argument("--json", action="store_true", help="one JSON object per structure on stdout")
+        add_format_argument(parser)
+
+    @staticmethod
+    def run(args, comm):
+        from .potentials import load_potential
+        from .thermo import analyse_structure
+
+        if args.modes < 0:
+            from .errors import InputError
+            raise InputError(f"--modes must be ≥ 0 (got {args.modes})")
+        pot = load_potential(args.potential)
+        frames = load_structures(comm, args.structures, args.file_format)
+        references = {}
+        expect = "minimum" if args.reference else args.expect
+        for label, atoms in frames:
+            pot.species_index(atoms, label)
+            res = analyse_structure(comm, atoms, pot, label, n_modes=args.modes, expect=expect)
+            out = res.to_dict()
+            out["potential"] = pot.name
+            if args.temperature is not None:
+                from .thermo import vibrational_entropy
+
+                out["temperature_K"] = args.temperature
+                out["S_vib_kB"] = vibrational_entropy(res.ln_det_prime, res.n_atoms, args.temperature)
+            if args.reference:
+                out.update(_formation_entropy(comm, pot, label, atoms, res, args, references))
+            if args.spectrum:
+                out.update(_spectrum(comm, pot, atoms, res, args, label))
+            _report(comm, out, args.json)
+
+
+def _formation_entropy(comm, pot, label, atoms, res, args, cache):
+    from .errors import InputError
+    from .thermo import analyse_structure, formation_entropy, perfect_bcc_reference
+
+    if args.reference == "auto":
+        key = ("auto", tuple(np.round(np.asarray(atoms.get_cell()).ravel(), 8)), atoms.get_chemical_symbols()[0])
+        if key not in cache:
+            from .parallel import root_only
+            ref_atoms = root_only(comm, perfect_bcc_reference, atoms, label)
+            cache[key] = ("auto bcc", ref_atoms)
+    else:
+        key = args.reference
+        if key not in cache:
+            ref_frames = load_structures(comm, [args.reference], args.file_format)
+            cache[key] = ref_frames[0]
+    ref_label, ref_atoms = cache[key][:2]
+    if not np.allclose(np.asarray(ref_atoms.get_cell()), np.asarray(atoms.get_cell()), atol=1e-6):
+        raise InputError(f"{ref_label}: reference cell differs from the cell of {label} "
+                         f"(S_f needs the same strain and volume)")
+    if len(cache[key]) == 2:
+        ref = analyse_structure(comm, ref_atoms, pot, ref_label, expect="minimum")
+        cache[key] = (ref_label, ref_atoms, ref)
+    ref = cache[key][2]
+    s_f, convention = formation_entropy(res.ln_det_prime, res.n_atoms, ref.ln_det_prime, ref.n_atoms,
+                                        args.temperature)
+    return {"S_f_kB": s_f, "S_f_convention": convention,
+            "reference": {"structure": ref_label, "n_atoms": ref.n_atoms, "ln_det_prime": ref.ln_det_prime,
+                          "energy_eV": ref.energy},
+            "E_f_eV": res.energy - res.n_atoms / ref.n_atoms * ref.energy}
+
+
+def _spectrum(comm, pot, atoms, res, args, label):
+    from .hessian import assemble_hessian
+    from .spectral import full_spectrum
+    from .thermo import density_of_states, quantum_harmonic
+
+    dh = assemble_hessian(comm, atoms, pot)
+    vals = full_spectrum(dh, args.spectrum_method)
+    edges, counts = density_of_states(vals)
+    out = {"spectrum": {"method": args.spectrum_method, "n_eigenvalues": len(vals),
+                        "ln_det_prime_from_eigenvalues": float(np.sum(np.log(np.abs(np.sort(vals)[np.argsort(np.abs(np.sort(vals)))[3:]])))),
+                        "dos_edges_THz": edges.tolist(), "dos_counts": counts.tolist()}}
+    if args.temperature is not None and res.n_negative == 0:
+        free, entropy = quantum_harmonic(vals, args.temperature)
+        out["quantum"] = {"temperature_K": args.temperature, "F_vib_eV": free, "S_vib_kB": entropy}
+    if args.dos_plot and comm.rank == 0:
+        _plot_dos(args.dos_plot, edges, counts, label)
+    return out
+
+
+def _plot_dos(path, edges, counts, label):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    width = np.diff(edges)
+    ax.bar(edges[:-1], counts / (counts.sum() * width), width=width, align="edge", color="tab:blue")
+    ax.set_xlabel("frequency (THz)")
+    ax.set_ylabel("DOS (1/THz)")
+    ax.set_title(label, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _report(comm, out, as_json):
+    if as_json:
+        emit_json(comm, out)
+        return
+    if comm.rank != 0:
+        return
+    parts = [f"{out['structure']}: {out['kind']}", f"N={out['n_atoms']}", f"E={out['energy_eV']:.6f} eV",
+             f"ln det'(D)={out['ln_det_prime']:.10f}"]
+    if "S_vib_kB" in out:
+        parts.append(f"S_vib={out['S_vib_kB']:.6f} kB @ {out['temperature_K']:g} K")
+    if "S_f_kB" in out:
+        parts.append(f"S_f={out['S_f_kB']:.6f} kB ({out['S_f_convention']})")
+    if len(out.get("lowest_eigenvalues", [])):
+        parts.append("lowest λ=" + " ".join(f"{v:.4g}" for v in out["lowest_eigenvalues"]))
+    print(", ".join(parts), flush=True)
+
+
+class PrefactorCommand:
+    """Vineyard attack frequency, barrier and harmonic-TST rate of minimum → saddle events.
+
+    ln(ν*/1 THz) = ½ ln det'(D_m) − ½ (ln|det'(D_s)| − ln|λ_neg|) + ln 15.6333042 (Eq. 24–25),
+    exact from two MUMPS factorisations; λ_neg from SLEPc. ΔE = U(s) − U(m); R = ν* e^{−ΔE/k_BT}
+    (Eq. 23). One minimum and one or more saddles (files, globs or multi-frame files).
+    """
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("minimum", help="minimum structure")
+        parser.add_argument("saddles", nargs="+", metavar="SADDLE", help="first-order saddle structure(s)")
+        add_potential_argument(parser)
+        parser.add_argument("--temperature", "-t", type=float, nargs="+", default=[300.0], metavar="T",
+                            help="temperatures (K) for the rate (default 300)")
+        parser.add_argument("--ordering", default="auto",
+                            choices=["auto", "amd", "amf", "pord", "qamd", "metis", "scotch"])
+        parser.add_argument("--json", action="store_true", help="one JSON object per saddle on stdout")
+        add_format_argument(parser)
+
+    @staticmethod
+    def run(args, comm):
+        from .potentials import load_potential
+        from .thermo import analyse_structure, check_same_system, htst_rate, ln_attack_frequency
+
+        pot = load_potential(args.potential)
+        (label_m, atoms_m), = load_structures(comm, [args.minimum], args.file_format)[:1]
+        saddles = load_structures(comm, args.saddles, args.file_format)
+        for label_s, atoms_s in saddles:
+            check_same_system(atoms_m, atoms_s, label_m, label_s)
+        pot.species_index(atoms_m, label_m)
+        m = analyse_structure(comm, atoms_m, pot, label_m, expect="minimum", ordering=args.ordering)
+        for label_s, atoms_s in saddles:
+            s = analyse_structure(comm, atoms_s, pot, label_s, expect="saddle", ordering=args.ordering)
+            lam = float(s.lowest_eigenvalues[0])
+            ln_nu = ln_attack_frequency(m.ln_det_prime, s.ln_det_prime, lam)
+            d_e = s.energy - m.energy
+            rates = [htst_rate(ln_nu, d_e, t) for t in args.temperature]
+            out = {"minimum": label_m, "saddle": label_s, "n_atoms": m.n_atoms, "potential": pot.name,
+                   "energy_minimum_eV": m.energy, "energy_saddle_eV": s.energy, "delta_E_eV": d_e,
+                   "ln_det_prime_minimum": m.ln_det_prime, "ln_abs_det_prime_saddle": s.ln_det_prime,
+                   "lambda_neg": lam, "nu_imaginary_THz": float(np.sqrt(-lam) * 15.6333042),
+                   "ln_nu_THz": ln_nu, "nu_THz": float(np.exp(ln_nu)),
+                   "temperatures_K": list(args.temperature), "rate_per_s": rates,
+                   "timings_s": {"minimum": m.timings, "saddle": s.timings}}
+            if args.json:
+                emit_json(comm, out)
+            elif comm.rank == 0:
+                rate_txt = ", ".join(f"R({t:g} K)={r:.4e}/s" for t, r in zip(args.temperature, rates))
+                print(f"{label_s}: ΔE={d_e:.6f} eV, ln(ν*/THz)={ln_nu:.8f}, ν*={np.exp(ln_nu):.6g} THz, "
+                      f"λ_neg={lam:.6g} eV/(Å² amu), {rate_txt}", flush=True)
+
+
 class PotentialsCommand:
     """List the built-in potentials, or describe a potential file."""
 
@@ -153,6 +356,8 @@ class PotentialsCommand:
 
 
 COMMANDS = [
+    ("thermo", ThermoCommand),
+    ("prefactor", PrefactorCommand),
     ("hessian", HessianCommand),
     ("potentials", PotentialsCommand),
 ]

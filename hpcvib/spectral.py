@@ -334,3 +334,57 @@ def dense_eigenvalues(dh, root_only_result: bool = False) -> np.ndarray:
     if root_only_result:
         return vals
     return dh.comm.bcast(vals, root=0)
+
+
+#: Largest number of degrees of freedom diagonalised densely by default (≈ 1.8 GB at 15 000).
+DENSE_LIMIT_DOF = 15000
+
+
+def full_spectrum(dh, method: str = "auto", tol: float = 1e-10) -> np.ndarray:
+    """All 3N eigenvalues of D (eV/(Å² amu)), ascending, on every rank.
+
+    ``method``: ``dense`` (LAPACK eigvalsh on rank 0), ``slicing`` (SLEPc Krylov–Schur spectrum
+    slicing over [−‖D‖∞, ‖D‖∞] with MUMPS inertia at the slice ends, distributed over the ranks),
+    or ``auto`` (dense up to :data:`DENSE_LIMIT_DOF` degrees of freedom).
+    """
+    if method == "auto":
+        method = "dense" if dh.n_dof <= DENSE_LIMIT_DOF else "slicing"
+    if method == "dense":
+        return dense_eigenvalues(dh)
+    if method != "slicing":
+        raise HpcvibError(f"unknown spectrum method {method!r} (dense, slicing, auto)")
+    from .petsc_env import init_petsc, init_slepc
+
+    PETSc = init_petsc()
+    SLEPc = init_slepc()
+    log = get_logger("spectral")
+    D = dh.petsc_matrix(mass_weighted=True, symmetric=True)
+    t0 = time.perf_counter()
+    try:
+        bound = D.norm(PETSc.NormType.INFINITY) * (1.0 + 1e-8) + 1e-12
+        eps = SLEPc.EPS().create(comm=D.comm)
+        try:
+            eps.setOptionsPrefix("hpcvib_slice_")
+            eps.setOperators(D)
+            eps.setProblemType(SLEPc.EPS.ProblemType.HEP)
+            eps.setType(SLEPc.EPS.Type.KRYLOVSCHUR)
+            eps.setWhichEigenpairs(SLEPc.EPS.Which.ALL)
+            eps.setInterval(-bound, bound)
+            eps.setTolerances(tol, 1000)
+            st = eps.getST()
+            st.setType(SLEPc.ST.Type.SINVERT)
+            _set_default_options("hpcvib_slice_st_", _mumps_defaults("auto"))
+            if D.comm.getSize() > 1:
+                eps.setKrylovSchurPartitions(D.comm.getSize())
+            eps.setFromOptions()
+            eps.solve()
+            nconv = eps.getConverged()
+            vals = np.sort([eps.getEigenvalue(i).real for i in range(nconv)])
+        finally:
+            eps.destroy()
+    finally:
+        D.destroy()
+    if len(vals) != dh.n_dof:
+        raise ConvergenceError(f"spectrum slicing found {len(vals)} of {dh.n_dof} eigenvalues")
+    log.info("full spectrum by slicing: %d eigenvalues in %.2f s", len(vals), time.perf_counter() - t0)
+    return vals

