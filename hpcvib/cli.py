@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from . import __version__
+from .parallel import collective_call
 
 
 # ------------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ class HessianCommand:
         if not -len(frames) <= args.frame < len(frames):
             raise InputError(f"{args.structure}: frame {args.frame} requested, file has {len(frames)}")
         label, atoms = frames[args.frame]
-        pot = load_potential(args.potential)
+        pot = collective_call(comm, load_potential, args.potential)
         pot.species_index(atoms, label)
         log.info("%s: %d atoms, potential %s", label, len(atoms), pot.describe())
         with timed("assemble", timings):
@@ -176,7 +177,7 @@ class ThermoCommand:
         if args.modes < 0:
             from .errors import InputError
             raise InputError(f"--modes must be ≥ 0 (got {args.modes})")
-        pot = load_potential(args.potential)
+        pot = collective_call(comm, load_potential, args.potential)
         frames = load_structures(comm, args.structures, args.file_format)
         references = {}
         expect = "minimum" if args.reference else args.expect
@@ -306,7 +307,7 @@ class PrefactorCommand:
         from .potentials import load_potential
         from .thermo import analyse_structure, check_same_system, htst_rate, ln_attack_frequency
 
-        pot = load_potential(args.potential)
+        pot = collective_call(comm, load_potential, args.potential)
         (label_m, atoms_m), = load_structures(comm, [args.minimum], args.file_format)[:1]
         saddles = load_structures(comm, args.saddles, args.file_format)
         for label_s, atoms_s in saddles:
@@ -351,7 +352,7 @@ class PotentialsCommand:
             for name, text in BUILTIN.items():
                 print(f"{name:12s} {text}")
             return
-        pot = load_potential(args.potential)
+        pot = collective_call(comm, load_potential, args.potential)
         print(json.dumps({**pot.parameters(), "sha256": pot.sha256, "citation": pot.citation}, indent=1))
 
 

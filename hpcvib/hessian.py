@@ -161,7 +161,7 @@ def assemble_hessian(comm, atoms, potential: Potential | str) -> DistributedHess
     An error on any rank (e.g. a species missing from the potential) is raised on all ranks.
     """
     log = get_logger("hessian")
-    pot = load_potential(potential)
+    pot = collective_call(comm, load_potential, potential)
     layout = distribute_atoms(comm, atoms)
     rows = collective_call(comm, pot.hessian_rows, atoms, layout.owned)
     nnzb = comm.allreduce(rows.nnz_blocks)

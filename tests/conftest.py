@@ -81,7 +81,7 @@ def fe_vacancy_saddle(n: int = 4):
     images = [initial] + [initial.copy() for _ in range(7)] + [final]
     for im in images:
         im.calc = HpcvibCalculator("Fe_mm")
-    neb = NEB(images, climb=True, allow_shared_calculator=False)
+    neb = NEB(images, climb=True, method="improvedtangent", allow_shared_calculator=False)
     neb.interpolate()
     FIRE(neb, logfile=None).run(fmax=5e-3, steps=5000)
     top = max(images[1:-1], key=lambda im: im.get_potential_energy())

@@ -1,0 +1,205 @@
+"""Exact thermodynamics: ln det' and inertia (MUMPS) against dense LAPACK, an analytic spring
+lattice (Bloch sums), invariances, formation entropy and Vineyard ν* against dense spectra."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from hpcvib.constants import HBAR_OMEGA_UNIT_EV, NU_UNIT_THZ
+from hpcvib.errors import HpcvibError, NotAMinimumError
+from hpcvib.hessian import assemble_hessian
+from hpcvib.potentials import load_potential
+from hpcvib.spectral import full_spectrum, log_pseudo_determinant, lowest_modes
+from hpcvib.structures import bcc_supercell
+from hpcvib.thermo import (analyse_structure, formation_entropy, htst_rate, ln_attack_frequency,
+                           vibrational_entropy)
+
+from conftest import fe_a0, fe_vacancy_saddle, relaxed_fe_vacancy
+
+
+def dense_D(atoms, potential):
+    H = load_potential(potential).hessian(atoms).toarray()
+    inv = np.repeat(1 / np.sqrt(atoms.get_masses()), 3)
+    return H * inv[:, None] * inv[None, :]
+
+
+def nonzero(vals, n_zero=3):
+    order = np.argsort(np.abs(vals))
+    return np.sort(vals[order[n_zero:]])
+
+
+def test_ln_det_prime_against_dense_eigvalsh(comm):
+    atoms = relaxed_fe_vacancy(4)
+    dh = assemble_hessian(comm, atoms, "Fe_mm")
+    pd = log_pseudo_determinant(dh)
+    ev = scipy.linalg.eigvalsh(dense_D(atoms, "Fe_mm"))
+    ref = np.sum(np.log(nonzero(ev)))
+    assert pd.n_negative == 0 and pd.kind == "minimum"
+    assert pd.ln_det_prime == pytest.approx(ref, rel=1e-9)
+
+
+def test_ln_det_prime_of_a_1024_atom_cell(comm):
+    """(8 a0)³ bcc Fe with a vacancy (1023 atoms, 3069 dof) against dense eigvalsh."""
+    atoms = bcc_supercell(8, fe_a0())
+    del atoms[100]
+    dh = assemble_hessian(comm, atoms, "Fe_mm")
+    pd = log_pseudo_determinant(dh)
+    ev = full_spectrum(dh, "dense")
+    assert pd.ln_det_prime == pytest.approx(np.sum(np.log(np.abs(nonzero(ev)))), rel=1e-9)
+
+
+def test_invariances(comm):
+    """Pinned atom, permutation of atoms and rigid translation leave ln det' unchanged."""
+    atoms = relaxed_fe_vacancy(4)
+    ref = log_pseudo_determinant(assemble_hessian(comm, atoms, "Fe_mm")).ln_det_prime
+    dh = assemble_hessian(comm, atoms, "Fe_mm")
+    for k in (3, 57, len(atoms) - 1):
+        assert log_pseudo_determinant(dh, pinned_atom=k).ln_det_prime == pytest.approx(ref, rel=1e-12)
+    perm = np.random.default_rng(0).permutation(len(atoms))
+    shuffled = atoms[perm]
+    assert log_pseudo_determinant(assemble_hessian(comm, shuffled, "Fe_mm")).ln_det_prime == pytest.approx(ref, rel=1e-12)
+    moved = atoms.copy()
+    moved.positions += [0.37, -1.21, 2.05]
+    assert log_pseudo_determinant(assemble_hessian(comm, moved, "Fe_mm")).ln_det_prime == pytest.approx(ref, rel=1e-12)
+
+
+def test_rank_count_independence(comm):
+    from mpi4py import MPI
+
+    atoms = relaxed_fe_vacancy(4)
+    a = log_pseudo_determinant(assemble_hessian(comm, atoms, "Fe_mm")).ln_det_prime
+    b = log_pseudo_determinant(assemble_hessian(MPI.COMM_SELF, atoms, "Fe_mm")).ln_det_prime
+    assert a == pytest.approx(b, rel=1e-12)
+    assert comm.allreduce(abs(a - b)) < 1e-9
+
+
+def _spring_lattice_setfl(path, a, k1, k2, cutoff):
+    """An eam/alloy file with F ≡ 0, ρ ≡ 0 and φ(r) = ½k1(r−a)² near a, ½k2(r−√2a)² beyond:
+    a simple-cubic harmonic spring lattice. r φ(r) is cubic, which LAMMPS's spline reproduces."""
+    nr, dr = 4000, cutoff / 3999
+    r = np.arange(nr) * dr
+    mid = 0.5 * (1 + np.sqrt(2)) * a
+    phi = np.where(r < mid, 0.5 * k1 * (r - a) ** 2, 0.5 * k2 * (r - np.sqrt(2) * a) ** 2)
+    with open(path, "w") as fh:
+        fh.write("spring lattice\nfor tests\n\n1 Fe\n")
+        fh.write(f"100 0.01 {nr} {dr:.16e} {cutoff:.16e}\n26 55.845 {a} sc\n")
+        fh.write("\n".join(["0.0"] * 100) + "\n")
+        fh.write("\n".join(["0.0"] * nr) + "\n")
+        fh.write("\n".join(f"{v:.17e}" for v in r * phi) + "\n")
+
+
+def test_harmonic_spring_lattice_analytic(comm, tmp_path):
+    """Simple cubic lattice, nearest and next-nearest central springs: D(q) = (1/m) Σ_R k_R
+    (1 − cos q·R) û ûᵀ, diagonalised per Bloch vector q (an independent, analytic route)."""
+    from ase import Atoms
+
+    a, k1, k2, L = 2.5, 3.0, 1.2, 4
+    path = comm.bcast(str(tmp_path / "springs.eam.alloy"), root=0)  # tmp_path differs per rank
+    if comm.rank == 0:
+        _spring_lattice_setfl(path, a, k1, k2, cutoff=1.6 * a)
+    comm.Barrier()
+    grid = np.array([[i, j, k] for i in range(L) for j in range(L) for k in range(L)], float) * a
+    atoms = Atoms(f"Fe{len(grid)}", positions=grid, cell=[L * a] * 3, pbc=True)
+    pd = log_pseudo_determinant(assemble_hessian(comm, atoms, str(path)))
+    m = atoms.get_masses()[0]
+    bonds = [(np.array(v, float), k1) for v in np.eye(3)] + \
+            [(np.array(v, float) / np.sqrt(2), k2) for v in
+             [(1, 1, 0), (1, -1, 0), (1, 0, 1), (1, 0, -1), (0, 1, 1), (0, 1, -1)]]
+    ln_det = 0.0
+    for n in np.ndindex(L, L, L):
+        q = 2 * np.pi * np.array(n) / (L * a)
+        Dq = sum(2 * kk * (1 - np.cos(q @ (u * a * (np.sqrt(2) if kk == k2 else 1)))) * np.outer(u, u)
+                 for u, kk in bonds) / m
+        w = np.linalg.eigvalsh(Dq)
+        if n == (0, 0, 0):
+            assert np.allclose(w, 0)
+            continue
+        ln_det += np.sum(np.log(w))
+    assert pd.ln_det_prime == pytest.approx(ln_det, rel=1e-10)
+
+
+def test_saddle_has_one_negative_mode_and_prefactor_matches_dense(comm):
+    saddle = fe_vacancy_saddle(4)
+    minimum = relaxed_fe_vacancy(4)
+    pot = load_potential("Fe_mm")
+    s = analyse_structure(comm, saddle, pot, "saddle", expect="saddle")
+    m = analyse_structure(comm, minimum, pot, "minimum", expect="minimum")
+    assert s.n_negative == 1 and s.kind == "saddle"
+    ev_s = scipy.linalg.eigvalsh(dense_D(saddle, "Fe_mm"))
+    ev_m = scipy.linalg.eigvalsh(dense_D(minimum, "Fe_mm"))
+    assert s.lowest_eigenvalues[0] == pytest.approx(ev_s[0], rel=1e-9)
+    ln_nu = ln_attack_frequency(m.ln_det_prime, s.ln_det_prime, s.lowest_eigenvalues[0])
+    # Vineyard product straight from the dense frequencies, Eq. 24
+    nu_m = NU_UNIT_THZ * np.sqrt(nonzero(ev_m))
+    stable_s = np.sort(ev_s)[1:]
+    nu_s = NU_UNIT_THZ * np.sqrt(nonzero(stable_s))
+    ref = np.sum(np.log(nu_m)) - np.sum(np.log(nu_s))
+    assert ln_nu == pytest.approx(ref, rel=1e-9)
+    barrier = s.energy - m.energy
+    assert 0.5 < barrier < 0.8  # Mendelev Fe vacancy migration ≈ 0.64 eV
+    assert htst_rate(ln_nu, barrier, 600.0) == pytest.approx(np.exp(ref) * 1e12 * np.exp(-barrier / (8.617333262e-5 * 600)), rel=1e-9)
+
+
+def test_formation_entropy_of_relaxed_vacancy_against_dense(comm):
+    defect = relaxed_fe_vacancy(4)
+    bulk = bcc_supercell(4, fe_a0())
+    pot = load_potential("Fe_mm")
+    d = analyse_structure(comm, defect, pot, "vacancy", expect="minimum")
+    b = analyse_structure(comm, bulk, pot, "bulk", expect="minimum")
+    s_f, conv = formation_entropy(d.ln_det_prime, len(defect), b.ln_det_prime, len(bulk))
+    assert conv == "Eq20"
+    # Eq. 20 straight from the dense frequencies: ln(Π (ħω_b)^{N'/N_b} / Π ħω_d)
+    hw_d = HBAR_OMEGA_UNIT_EV * np.sqrt(nonzero(scipy.linalg.eigvalsh(dense_D(defect, "Fe_mm"))))
+    hw_b = HBAR_OMEGA_UNIT_EV * np.sqrt(nonzero(scipy.linalg.eigvalsh(dense_D(bulk, "Fe_mm"))))
+    ref = len(defect) / len(bulk) * np.sum(np.log(hw_b)) - np.sum(np.log(hw_d))
+    assert s_f == pytest.approx(ref, abs=1e-6)
+    # Eq. 19 at T from dense S_vib of both cells
+    T = 500.0
+    s19, conv19 = formation_entropy(d.ln_det_prime, len(defect), b.ln_det_prime, len(bulk), T)
+    kT = 8.617333262e-5 * T
+    S = lambda hw: np.sum(np.log(kT / hw) + 1)
+    assert s19 == pytest.approx(S(hw_d) - len(defect) / len(bulk) * S(hw_b), abs=1e-6)
+    assert conv19.startswith("Eq19")
+    assert vibrational_entropy(d.ln_det_prime, len(defect), T) == pytest.approx(S(hw_d), rel=1e-10)
+
+
+def test_lowest_modes_complete_for_degenerate_spectrum(comm):
+    """Perfect bcc: highly degenerate low modes; SLEPc + inertia check finds every copy."""
+    atoms = bcc_supercell(4, fe_a0())
+    dh = assemble_hessian(comm, atoms, "Fe_mm")
+    modes = lowest_modes(dh, k=12)
+    ev = scipy.linalg.eigvalsh(dense_D(atoms, "Fe_mm"))
+    assert np.allclose(modes.eigenvalues, ev[:12], atol=1e-8)
+    assert np.all(modes.residuals < 1e-6)
+
+
+def test_spectrum_slicing_matches_dense(comm):
+    from test_potentials import random_si
+    from hpcvib.calculator import HpcvibCalculator
+    from ase.optimize import BFGS
+
+    atoms = random_si(32)
+    atoms.calc = HpcvibCalculator("Si_sw_vink")
+    BFGS(atoms, logfile=None).run(fmax=1e-8, steps=3000)
+    atoms.calc = None
+    dh = assemble_hessian(comm, atoms, "Si_sw_vink")
+    sliced = full_spectrum(dh, "slicing")
+    dense = full_spectrum(dh, "dense")
+    assert np.allclose(sliced, dense, atol=1e-9)
+
+
+def test_wrong_inertia_is_a_clear_error(comm):
+    saddle = fe_vacancy_saddle(4)
+    with pytest.raises(NotAMinimumError, match="expected a minimum.*1 negative eigenvalue"):
+        analyse_structure(comm, saddle, load_potential("Fe_mm"), "saddle.xyz", expect="minimum")
+    with pytest.raises(NotAMinimumError, match="expected a first-order saddle.*0 negative"):
+        analyse_structure(comm, relaxed_fe_vacancy(4), load_potential("Fe_mm"), "min.xyz", expect="saddle")
+
+
+def test_singular_dynamical_matrix_is_an_error(comm):
+    """Two far-apart atoms in a big cell do not interact: 6 zero modes, not 3."""
+    from ase import Atoms
+
+    atoms = Atoms("Fe2", positions=[[0, 0, 0], [10, 10, 10]], cell=[20, 20, 20], pbc=True)
+    with pytest.raises(HpcvibError, match="singular beyond the 3 translations"):
+        log_pseudo_determinant(assemble_hessian(comm, atoms, "Fe_mm"))
