@@ -18,6 +18,25 @@ from hpcvib.potentials import lattice_constant, load_potential
 from hpcvib.structures import bcc_supercell
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """Under mpiexec only rank 0 reports; the other ranks still run (and fail) every test."""
+    if MPI.COMM_WORLD.size > 1 and MPI.COMM_WORLD.rank != 0:
+        import os
+
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter._tw = type(reporter._tw)(open(os.devnull, "w"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Every rank must agree on failure: the job fails if any rank failed."""
+    if MPI.COMM_WORLD.size > 1:
+        failed = MPI.COMM_WORLD.allreduce(int(session.testsfailed > 0 or exitstatus not in (0, 5)))
+        if failed and session.exitstatus == 0:
+            session.exitstatus = 1
+
+
 @pytest.fixture
 def comm():
     return MPI.COMM_WORLD
