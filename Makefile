@@ -13,7 +13,7 @@ SYSPY      ?= /usr/bin/python3
 NP         ?= 2
 MPIEXEC    ?= mpiexec
 MPIFLAGS   ?= $(shell [ "$$(id -u)" = 0 ] && echo --allow-run-as-root) --oversubscribe
-APT_PKGS   := openmpi-bin libopenmpi-dev python3-venv python3-dev python3-numpy python3-mpi4py \
+APT_PKGS   := openmpi-bin libopenmpi-dev libopenblas0-pthread python3-venv python3-dev python3-numpy python3-mpi4py \
               python3-petsc4py python3-slepc4py python3-h5py-mpi
 STAMP      := $(VENV)/.hpcvib-installed
 # One BLAS thread per rank under mpiexec, so ranks do not fight for the 2 cores.

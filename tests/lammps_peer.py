@@ -32,14 +32,19 @@ read_data %s
 pair_style %s
 pair_coeff %s
 thermo_style custom pe pxx pyy pzz pxy pxz pyz
-run 0''' % (req['data'], req['pair_style'], req['pair_coeff']))
+%s
+run 0''' % (req['data'], req['pair_style'], req['pair_coeff'], req.get('extra', '')))
 import numpy as np
 n = lmp.get_natoms()
 f = np.array(lmp.numpy.extract_atom('f')[:n])
 ids = np.array(lmp.numpy.extract_atom('id')[:n])
 order = np.argsort(ids)
 press = [lmp.get_thermo(k) for k in ('pxx', 'pyy', 'pzz', 'pyz', 'pxz', 'pxy')]
-print(json.dumps({'energy': lmp.get_thermo('pe'), 'forces': f[order].tolist(), 'pressure_bar': press}))
+out = {'energy': lmp.get_thermo('pe'), 'forces': f[order].tolist(), 'pressure_bar': press}
+if req.get('compute'):
+    arr = np.array(lmp.numpy.extract_compute(req['compute'], 1, 2))
+    out['compute'] = arr[order].tolist()
+print(json.dumps(out))
 """
 
 
@@ -77,3 +82,17 @@ def energy_forces(atoms, pair_style: str, pair_file: str, elements, tmpdir) -> d
 
 if __name__ == "__main__":  # pragma: no cover
     print(available(), file=sys.stderr)
+
+
+def sna_atom(atoms, rcut: float, twojmax: int, rfac0: float, tmpdir) -> "list":
+    """LAMMPS ``compute sna/atom`` (bzeroflag 0, switchflag 1, rmin0 0) of a one-species cell."""
+    import ase.io
+
+    data = os.path.join(str(tmpdir), "sna.data")
+    element = atoms.get_chemical_symbols()[0]
+    ase.io.write(data, atoms, format="lammps-data", specorder=[element], masses=True)
+    extra = (f"compute b all sna/atom {rcut} {rfac0} {twojmax} 0.5 1.0 rmin0 0 switchflag 1 "
+             f"bzeroflag 0 quadraticflag 0")
+    res = run({"data": data, "pair_style": f"zero {rcut + 0.5}", "pair_coeff": "* *", "extra": extra,
+               "compute": "b"})
+    return res["compute"]
