@@ -364,6 +364,47 @@ class DemoCommand:
             print(format_table(res), flush=True)
 
 
+class DescriptorsCommand:
+    """bSO(4) bispectrum descriptors of structures: per-atom D^i, sums D and DD (Eq. 16).
+
+    Conventions of LAMMPS compute sna/atom (THEORY §5). Output by suffix of -o: .h5 (HDF5, one
+    group per structure) or .npz; both hold per-atom descriptors (N×K, float64), D (K), DD (K×K)
+    and the component table (j1, j2, j). Many small cells are split over the ranks (one cell per
+    rank at a time); a large cell is split by atoms over all ranks, and its sums are reduced.
+    """
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("structures", nargs="+", metavar="STRUCTURE")
+        parser.add_argument("--jmax", type=float, default=4.0, help="jmax (default 4: 35 components)")
+        parser.add_argument("--rcut", type=float, help="cut-off, Å (default: 5.0, or the potential's for Si)")
+        parser.add_argument("--potential", "-p", help="take the default cut-off of this potential (THEORY §5)")
+        parser.add_argument("--full", action="store_true", help="LAMMPS's full component list instead of j1 = j2")
+        parser.add_argument("-o", "--output", help="output file (.h5 or .npz)")
+        parser.add_argument("--json", action="store_true", help="print the sums D (and N) per structure as JSON lines")
+        add_format_argument(parser)
+
+    @staticmethod
+    def run(args, comm):
+        from .descriptors import DEFAULT_RCUT, DescriptorSettings, compute_many, write_descriptors
+        from .errors import InputError
+        from .parallel import root_only
+
+        if args.output and not args.output.endswith((".h5", ".hdf5", ".npz")):
+            raise InputError(f"{args.output}: unknown descriptor file format (use .h5 or .npz)")
+        rcut = args.rcut if args.rcut is not None else DEFAULT_RCUT.get(args.potential, 5.0)
+        settings = DescriptorSettings(jmax=args.jmax, rcut=rcut, full=args.full)
+        settings.twojmax  # validates jmax
+        frames = load_structures(comm, args.structures, args.file_format)
+        results = compute_many(comm, frames, settings, keep_per_atom=bool(args.output))
+        if args.output:
+            root_only(comm, write_descriptors, args.output, frames, results, settings)
+        if args.json:
+            for (label, atoms), res in zip(frames, results):
+                emit_json(comm, {"structure": label, "n_atoms": len(atoms), "settings": settings.as_dict(),
+                                 "D": res.D, "DD_trace": float(np.trace(res.DD))})
+
+
 class PotentialsCommand:
     """List the built-in potentials, or describe a potential file."""
 
@@ -389,6 +430,7 @@ COMMANDS = [
     ("thermo", ThermoCommand),
     ("prefactor", PrefactorCommand),
     ("hessian", HessianCommand),
+    ("descriptors", DescriptorsCommand),
     ("demo", DemoCommand),
     ("potentials", PotentialsCommand),
 ]

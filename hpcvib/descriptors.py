@@ -313,3 +313,83 @@ def descriptor_sums(comm, atoms, settings: DescriptorSettings, keep_per_atom: bo
         for idx, block in parts:
             per_atom[idx] = block
     return DescriptorSums(D, DD, len(atoms), per_atom)
+
+
+def compute_many(comm, frames, settings: DescriptorSettings, keep_per_atom: bool = False,
+                 small_cell_atoms: int = 20000) -> list:
+    """Descriptor sums of many (label, atoms) frames, on every rank.
+
+    Strategy (logged): with at least as many frames as ranks and cells smaller than
+    ``small_cell_atoms``, each rank takes whole frames (round robin, COMM_SELF) and results are
+    exchanged; otherwise every frame is split by atoms over all ranks and its sums reduced.
+    Results are identical either way (sums of the same per-atom values).
+    """
+    from mpi4py import MPI
+
+    from .log import get_logger
+
+    log = get_logger("descriptors")
+    sizes = [len(a) for _, a in frames]
+    split_frames = comm.size > 1 and len(frames) >= comm.size and max(sizes) < small_cell_atoms
+    log.info("descriptors of %d structure(s) on %d rank(s): %s", len(frames), comm.size,
+             "whole structures per rank" if split_frames else "atoms of each structure split over ranks")
+    if not split_frames:
+        return [descriptor_sums(comm, atoms, settings, keep_per_atom) for _, atoms in frames]
+    mine = {}
+    error = None
+    for k in range(comm.rank, len(frames), comm.size):
+        try:
+            mine[k] = descriptor_sums(MPI.COMM_SELF, frames[k][1], settings, keep_per_atom)
+        except Exception as exc:  # noqa: BLE001 — raised on every rank below
+            error = exc
+            break
+    for exc in comm.allgather(error):
+        if exc is not None:
+            raise exc
+    out = {}
+    for part in comm.allgather(mine):
+        out.update(part)
+    return [out[k] for k in range(len(frames))]
+
+
+def write_descriptors(path: str, frames, results, settings: DescriptorSettings) -> None:
+    """Write per-atom descriptors, D, DD and the component table (atomically, by suffix)."""
+    import os
+    import tempfile
+
+    comps = settings.components / 2.0  # (j1, j2, j) as numbers, half-integers allowed
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
+    os.close(fd)
+    try:
+        if path.endswith(".npz"):
+            arrays = {"components_j1_j2_j": comps}
+            for k, ((label, atoms), res) in enumerate(zip(frames, results)):
+                arrays[f"s{k}_D"] = res.D
+                arrays[f"s{k}_DD"] = res.DD
+                if res.per_atom is not None:
+                    arrays[f"s{k}_per_atom"] = res.per_atom
+                arrays[f"s{k}_label"] = np.array(label)
+            np.savez(tmp, **arrays)
+        else:
+            import h5py
+
+            with h5py.File(tmp, "w") as fh:
+                fh.create_dataset("components_j1_j2_j", data=comps)
+                for key, value in settings.as_dict().items():
+                    fh.attrs[key] = str(value) if isinstance(value, dict) else value
+                for k, ((label, atoms), res) in enumerate(zip(frames, results)):
+                    g = fh.create_group(f"structure_{k:06d}")
+                    g.attrs["label"] = label
+                    g.attrs["n_atoms"] = len(atoms)
+                    g.create_dataset("D", data=res.D)
+                    g.create_dataset("DD", data=res.DD)
+                    if res.per_atom is not None:
+                        g.create_dataset("per_atom", data=res.per_atom)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

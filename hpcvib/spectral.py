@@ -62,8 +62,11 @@ def _mumps_defaults(ordering: str) -> dict:
         "pc_type": "cholesky",
         "pc_factor_mat_solver_type": "mumps",
         "mat_mumps_icntl_7": ORDERINGS[ordering],
+        "mat_mumps_icntl_8": 0,    # no scaling: D is mass-weighted and well scaled (measured 10 % faster)
+        "mat_mumps_icntl_12": 1,   # usual symmetric ordering (no compressed 2×2-pivot graph)
         "mat_mumps_icntl_13": 1,   # root front without ScaLAPACK: determinant and inertia cover it
         "mat_mumps_icntl_14": 40,  # 40 % working-space relaxation
+        "mat_mumps_icntl_15": -3,  # analysis on the graph of 3×3 blocks (atoms), not of scalars
     }
 
 

@@ -175,16 +175,16 @@ def analyse_structure(comm, atoms, potential, label: str = "<structure>", n_mode
 
 
 def check_kind(result: StructureAnalysis, expect: str | None) -> None:
-    """Raise NotAMinimumError when the inertia does not match ``expect``."""
-    if expect is None:
-        return
-    want = {"minimum": 0, "saddle": 1}[expect]
-    if result.n_negative == want:
+    """Raise NotAMinimumError when the inertia does not match ``expect``; a higher-order saddle
+    (two or more negative eigenvalues) is always an error: harmonic TST has no use for it."""
+    want = {"minimum": 0, "saddle": 1, None: None}[expect]
+    if result.n_negative == want or (want is None and result.n_negative <= 1):
         return
     neg = result.lowest_eigenvalues[result.lowest_eigenvalues < 0]
     shown = ", ".join(f"{v:.6g}" for v in neg[:10])
-    article = "a minimum" if expect == "minimum" else "a first-order saddle"
-    raise NotAMinimumError(f"{result.label}: expected {article}, but D has {result.n_negative} negative "
+    what = {0: "expected a minimum", 1: "expected a first-order saddle",
+            None: "a higher-order saddle is not a harmonic stationary state"}[want]
+    raise NotAMinimumError(f"{result.label}: {what}, but D has {result.n_negative} negative "
                            f"eigenvalue(s){': ' + shown + ' eV/(Å² amu)' if shown else ''}")
 
 

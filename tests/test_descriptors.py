@@ -213,3 +213,38 @@ def test_against_lammps_sna_atom(tmp_path):
     for k, t in enumerate(map(tuple, diag.components)):
         if t in full_list:
             assert np.allclose(d[:, k], ref[:, full_list.index(t)], rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+
+
+@serial_only()
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_descriptors_command_writes_files(tmp_path, suffix):
+    import json
+
+    import ase.io
+
+    from test_cli import run
+
+    frames = [bcc_supercell(3, 2.8553), bcc_supercell(2, 2.8553)]
+    frames[0].positions += np.random.default_rng(1).normal(scale=0.05, size=frames[0].positions.shape)
+    path = tmp_path / "cells.extxyz"
+    ase.io.write(path, frames)
+    out = tmp_path / f"desc{suffix}"
+    lines = [json.loads(x) for x in run("descriptors", path, "-o", out, "--json", mpi=2).stdout.splitlines()]
+    frames = ase.io.read(path, ":")  # the positions as written (8 decimals)
+    ref = [per_atom_descriptors(a, DescriptorSettings(jmax=4, rcut=5.0)) for a in frames]
+    assert [x["n_atoms"] for x in lines] == [54, 16]
+    for line, r in zip(lines, ref):
+        assert np.allclose(line["D"], r.sum(axis=0), rtol=1e-12)
+    if suffix == ".npz":
+        data = np.load(out)
+        per_atom, D, DD, comps = data["s0_per_atom"], data["s0_D"], data["s0_DD"], data["components_j1_j2_j"]
+    else:
+        import h5py
+
+        with h5py.File(out, "r") as fh:
+            g = fh["structure_000000"]
+            per_atom, D, DD, comps = g["per_atom"][()], g["D"][()], g["DD"][()], fh["components_j1_j2_j"][()]
+    assert comps.shape == (35, 3) and np.allclose(comps[-1], [4, 4, 4])
+    assert np.allclose(per_atom, ref[0], rtol=1e-12)
+    assert np.allclose(DD, ref[0].T @ ref[0], rtol=1e-12)
+    assert np.allclose(D, ref[0].sum(axis=0), rtol=1e-12)

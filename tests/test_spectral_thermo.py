@@ -203,3 +203,49 @@ def test_singular_dynamical_matrix_is_an_error(comm):
     atoms = Atoms("Fe2", positions=[[0, 0, 0], [10, 10, 10]], cell=[20, 20, 20], pbc=True)
     with pytest.raises(HpcvibError, match="singular beyond the 3 translations"):
         log_pseudo_determinant(assemble_hessian(comm, atoms, "Fe_mm"))
+
+
+def test_quantum_harmonic_thermodynamics_consistency():
+    """S = −∂F/∂T (central differences of F) and the classical limit S_q → S_cl at high T."""
+    from hpcvib.thermo import quantum_harmonic
+
+    rng = np.random.default_rng(0)
+    lam = np.concatenate([np.zeros(3), rng.uniform(0.01, 0.3, 300)])
+    for T in (100.0, 500.0):
+        h = 1e-3
+        f_plus, _ = quantum_harmonic(lam, T + h)
+        f_minus, _ = quantum_harmonic(lam, T - h)
+        _, s = quantum_harmonic(lam, T)
+        assert s == pytest.approx(-(f_plus - f_minus) / (2 * h) / 8.617333262e-5, rel=1e-7)
+    ln_det = np.sum(np.log(lam[3:]))
+    T = 1e5  # ħω/kT ~ 1e-3: quantum and classical entropies agree to O((ħω/kT)²)
+    _, s_q = quantum_harmonic(lam, T)
+    s_cl = (len(lam) - 3) * (1 + np.log(8.617333262e-5 * T / HBAR_OMEGA_UNIT_EV)) - 0.5 * ln_det
+    assert s_q == pytest.approx(s_cl, abs=1e-3)
+
+
+def test_higher_order_saddle_is_an_error(comm):
+    """An inertia of 2 or more is refused even when no kind is expected."""
+    from hpcvib.thermo import StructureAnalysis, check_kind
+
+    fake = StructureAnalysis("two.xyz", 10, 0.0, 0.0, 0.0, 2, np.array([-0.2, -0.1, 0.0]), None, 0, {}, {})
+    with pytest.raises(NotAMinimumError, match="higher-order saddle.*2 negative.*-0.2, -0.1"):
+        check_kind(fake, None)
+    check_kind(StructureAnalysis("s.xyz", 10, 0.0, 0.0, 0.0, 1, np.array([-0.2]), None, 0, {}, {}), None)
+
+
+def test_mismatched_minimum_and_saddle_are_refused():
+    from hpcvib.errors import InputError
+    from hpcvib.thermo import check_same_system
+
+    m = relaxed_fe_vacancy(4)
+    with pytest.raises(InputError, match="s.xyz: 126 atoms, but minimum m.xyz has 127"):
+        check_same_system(m, m[:-1], "m.xyz", "s.xyz")
+    other = m.copy()
+    other.symbols[3] = "Cr"
+    with pytest.raises(InputError, match="species differ"):
+        check_same_system(m, other, "m.xyz", "s.xyz")
+    strained = m.copy()
+    strained.set_cell(np.asarray(m.get_cell()) * 1.01, scale_atoms=True)
+    with pytest.raises(InputError, match="cell differs"):
+        check_same_system(m, strained, "m.xyz", "s.xyz")
