@@ -354,14 +354,10 @@ def compute_many(comm, frames, settings: DescriptorSettings, keep_per_atom: bool
 
 def write_descriptors(path: str, frames, results, settings: DescriptorSettings) -> None:
     """Write per-atom descriptors, D, DD and the component table (atomically, by suffix)."""
-    import os
-    import tempfile
+    from .fileio import atomic_output
 
     comps = settings.components / 2.0  # (j1, j2, j) as numbers, half-integers allowed
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         if path.endswith(".npz"):
             arrays = {"components_j1_j2_j": comps}
             for k, ((label, atoms), res) in enumerate(zip(frames, results)):
@@ -371,25 +367,18 @@ def write_descriptors(path: str, frames, results, settings: DescriptorSettings) 
                     arrays[f"s{k}_per_atom"] = res.per_atom
                 arrays[f"s{k}_label"] = np.array(label)
             np.savez(tmp, **arrays)
-        else:
-            import h5py
+            return
+        import h5py
 
-            with h5py.File(tmp, "w") as fh:
-                fh.create_dataset("components_j1_j2_j", data=comps)
-                for key, value in settings.as_dict().items():
-                    fh.attrs[key] = str(value) if isinstance(value, dict) else value
-                for k, ((label, atoms), res) in enumerate(zip(frames, results)):
-                    g = fh.create_group(f"structure_{k:06d}")
-                    g.attrs["label"] = label
-                    g.attrs["n_atoms"] = len(atoms)
-                    g.create_dataset("D", data=res.D)
-                    g.create_dataset("DD", data=res.DD)
-                    if res.per_atom is not None:
-                        g.create_dataset("per_atom", data=res.per_atom)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with h5py.File(tmp, "w") as fh:
+            fh.create_dataset("components_j1_j2_j", data=comps)
+            for key, value in settings.as_dict().items():
+                fh.attrs[key] = str(value) if isinstance(value, dict) else value
+            for k, ((label, atoms), res) in enumerate(zip(frames, results)):
+                g = fh.create_group(f"structure_{k:06d}")
+                g.attrs["label"] = label
+                g.attrs["n_atoms"] = len(atoms)
+                g.create_dataset("D", data=res.D)
+                g.create_dataset("DD", data=res.DD)
+                if res.per_atom is not None:
+                    g.create_dataset("per_atom", data=res.per_atom)

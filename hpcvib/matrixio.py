@@ -4,14 +4,12 @@ reader never sees a half-written file."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 import scipy.io
 import scipy.sparse as sp
 
 from .errors import InputError
+from .fileio import atomic_output
 
 PETSC_MAT_CLASSID = 1211216
 SUFFIXES = (".npz", ".mtx", ".petsc", ".bin", ".dat")
@@ -34,26 +32,13 @@ def write_matrix(path: str, matrix: sp.spmatrix, comment: str = "") -> None:
     fmt = matrix_format(path)
     csr = sp.csr_matrix(matrix)
     csr.sort_indices()
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise InputError(f"{path}: directory {directory} does not exist")
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         if fmt == "npz":
             sp.save_npz(tmp, csr, compressed=False)
         elif fmt == "mtx":
             scipy.io.mmwrite(tmp, csr, comment=comment, precision=17)
         else:
             write_petsc_binary(tmp, csr)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_petsc_binary(path: str, csr: sp.csr_matrix) -> None:
