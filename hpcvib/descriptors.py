@@ -150,7 +150,7 @@ def _add_wigner(u_re, u_im, x, y, z, r, rcut, rfac0, weight, twojmax, idxu, sq, 
                 vi += c * (a_re * pi - a_im * pr)
             work_re[cur + mb] = vr
             work_im[cur + mb] = vi
-        for ma in range(1, n):
+        for ma in range(1, tj // 2 + 1):  # rows ma > j follow by symmetry (_fill_lower_half)
             inv = 1.0 / sq[ma]
             row_prev = prev + (ma - 1) * tj
             row = cur + ma * n
@@ -170,21 +170,43 @@ def _add_wigner(u_re, u_im, x, y, z, r, rcut, rfac0, weight, twojmax, idxu, sq, 
                     vi += c * (b_re * pi + b_im * pr)
                 work_re[row + mb] = vr
                 work_im[row + mb] = vi
-        for p in range(cur, cur + n * n):
+        for p in range(cur, cur + (tj // 2 + 1) * n):
             u_re[p] += fc * work_re[p]
             u_im[p] += fc * work_im[p]
 
 
 @nb.njit(cache=True, inline="always")
+def _fill_lower_half(u_re, u_im, twojmax, idxu):
+    """Rows ma > j of every layer from u_{−m,−m'} = (−1)^{m−m'} (u_{m,m'})*."""
+    for tj in range(1, twojmax + 1):
+        n = tj + 1
+        base = idxu[tj]
+        for ma in range(tj // 2 + 1, n):
+            for mb in range(n):
+                src = base + (tj - ma) * n + (tj - mb)
+                sign = 1.0 if (ma - mb) % 2 == 0 else -1.0
+                u_re[base + ma * n + mb] = sign * u_re[src]
+                u_im[base + ma * n + mb] = -sign * u_im[src]
+
+
+@nb.njit(cache=True, inline="always")
 def _bispectrum_component(u_re, u_im, idxu, tj1, tj2, tj, cg, off):
     """B_{j1 j2 j} = Σ_{m m'} Re[(u^j_{m m'})* Z_{m m'}] with
-    Z_{m m'} = Σ_{m1 m1'} C^{jm}_{j1m1 j2(m−m1)} C^{jm'}_{j1m1' j2(m'−m1')} u^{j1}_{m1 m1'} u^{j2}_{m−m1, m'−m1'}."""
+    Z_{m m'} = Σ_{m1 m1'} C^{jm}_{j1m1 j2(m−m1)} C^{jm'}_{j1m1' j2(m'−m1')} u^{j1}_{m1 m1'} u^{j2}_{m−m1, m'−m1'}.
+
+    u and Z both satisfy X_{−m,−m'} = (−1)^{m−m'} X*_{m,m'}, so the terms at (m, m') and
+    (−m, −m') have equal real parts: half of the (m, m') plane is summed with weight 2 (the
+    centre m = m' = 0 of an integer-j layer once)."""
     n, n1, n2 = tj + 1, tj1 + 1, tj2 + 1
     shift = (tj1 + tj2 - tj) // 2  # ma2 = ma − ma1 + shift
     u0, u1, u2 = idxu[tj], idxu[tj1], idxu[tj2]
     total = 0.0
-    for ma in range(n):
+    for ma in range((tj + 2) // 2):
+        middle = 2 * ma == tj
         for mb in range(n):
+            if middle and 2 * mb > tj:
+                break
+            weight = 1.0 if (middle and 2 * mb == tj) else 2.0
             zr = 0.0
             zi = 0.0
             for ma1 in range(n1):
@@ -204,7 +226,7 @@ def _bispectrum_component(u_re, u_im, idxu, tj1, tj2, tj, cg, off):
                     zr += c * (u_re[p1] * u_re[p2] - u_im[p1] * u_im[p2])
                     zi += c * (u_re[p1] * u_im[p2] + u_im[p1] * u_re[p2])
             p = u0 + ma * n + mb
-            total += u_re[p] * zr + u_im[p] * zi
+            total += weight * (u_re[p] * zr + u_im[p] * zi)
     return total
 
 
@@ -229,6 +251,7 @@ def _descriptors(centres, indptr, vec, dist, index, weights, rcut, rfac0, twojma
             if r < rcut:
                 _add_wigner(u_re, u_im, vec[e, 0], vec[e, 1], vec[e, 2], r, rcut, rfac0,
                             weights[index[e]], twojmax, idxu, sq, work_re, work_im)
+        _fill_lower_half(u_re, u_im, twojmax, idxu)
         for k in range(ncomp):
             out[c, k] = _bispectrum_component(u_re, u_im, idxu, comps[k, 0], comps[k, 1], comps[k, 2],
                                               cg, cg_offset[k])
