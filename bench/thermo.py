@@ -62,7 +62,7 @@ def worker(n: int, ordering: str, dense: int) -> None:
     from hpcvib.hessian import assemble_hessian
     from hpcvib.potentials import load_potential
     from hpcvib.spectral import log_pseudo_determinant
-    from hpcvib.thermo import formation_entropy, perfect_bcc_reference
+    from hpcvib.thermo import formation_entropy, perfect_bcc_reference, without_zero_modes
 
     comm = MPI.COMM_WORLD
     pot = load_potential("Fe_mm")
@@ -90,8 +90,7 @@ def worker(n: int, ordering: str, dense: int) -> None:
             t3 = time.perf_counter()
             ev = scipy.linalg.eigvalsh(D, overwrite_a=True, check_finite=False)
             out[f"{name}_dense_s"] = time.perf_counter() - t3
-            order = np.argsort(np.abs(ev))
-            out[f"{name}_ln_det_dense"] = float(np.sum(np.log(ev[order[3:]])))
+            out[f"{name}_ln_det_dense"] = float(np.sum(np.log(without_zero_modes(ev))))
             del D
         elif dense and (name == "defect" or dense > 1):
             dh.gather_scipy(mass_weighted=True)

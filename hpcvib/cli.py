@@ -171,6 +171,7 @@ class ThermoCommand:
 
     @staticmethod
     def run(args, comm):
+        from .hessian import assemble_hessian
         from .potentials import load_potential
         from .thermo import analyse_structure
 
@@ -183,8 +184,9 @@ class ThermoCommand:
         expect = "minimum" if args.reference else args.expect
         for label, atoms in frames:
             pot.species_index(atoms, label)
+            dh = assemble_hessian(comm, atoms, pot)
             res = analyse_structure(comm, atoms, pot, label, n_modes=args.modes, expect=expect,
-                                    ordering=args.ordering)
+                                    ordering=args.ordering, hessian=dh)
             out = res.to_dict()
             out["potential"] = pot.name
             if args.temperature is not None:
@@ -195,51 +197,49 @@ class ThermoCommand:
             if args.reference:
                 out.update(_formation_entropy(comm, pot, label, atoms, res, args, references))
             if args.spectrum:
-                out.update(_spectrum(comm, pot, atoms, res, args, label))
+                out.update(_spectrum(comm, dh, res, args, label))
             _report(comm, out, args.json)
 
 
 def _formation_entropy(comm, pot, label, atoms, res, args, cache):
+    """S_f against the reference cell; each distinct reference is analysed once (``cache``)."""
     from .errors import InputError
+    from .parallel import root_only
     from .thermo import analyse_structure, formation_entropy, perfect_bcc_reference
 
     if args.reference == "auto":
         key = ("auto", tuple(np.round(np.asarray(atoms.get_cell()).ravel(), 8)), atoms.get_chemical_symbols()[0])
-        if key not in cache:
-            from .parallel import root_only
-            ref_atoms = root_only(comm, perfect_bcc_reference, atoms, label)
-            cache[key] = ("auto bcc", ref_atoms)
     else:
         key = args.reference
-        if key not in cache:
-            ref_frames = load_structures(comm, [args.reference], args.file_format)
-            cache[key] = ref_frames[0]
-    ref_label, ref_atoms = cache[key][:2]
-    if not np.allclose(np.asarray(ref_atoms.get_cell()), np.asarray(atoms.get_cell()), atol=1e-6):
+    if key not in cache:
+        if args.reference == "auto":
+            ref_label, ref_atoms = "auto bcc", root_only(comm, perfect_bcc_reference, atoms, label)
+        else:
+            ref_label, ref_atoms = load_structures(comm, [args.reference], args.file_format)[0]
+        cache[key] = (np.asarray(ref_atoms.get_cell()), ref_label, ref_atoms, None)
+    ref_cell, ref_label, ref_atoms, ref = cache[key]
+    if not np.allclose(ref_cell, np.asarray(atoms.get_cell()), atol=1e-6):
         raise InputError(f"{ref_label}: reference cell differs from the cell of {label} "
                          f"(S_f needs the same strain and volume)")
-    if len(cache[key]) == 2:
+    if ref is None:
         ref = analyse_structure(comm, ref_atoms, pot, ref_label, expect="minimum", ordering=args.ordering)
-        cache[key] = (ref_label, ref_atoms, ref)
-    ref = cache[key][2]
+        cache[key] = (ref_cell, ref_label, ref_atoms, ref)
     s_f, convention = formation_entropy(res.ln_det_prime, res.n_atoms, ref.ln_det_prime, ref.n_atoms,
                                         args.temperature)
     return {"S_f_kB": s_f, "S_f_convention": convention,
-            "reference": {"structure": ref_label, "n_atoms": ref.n_atoms, "ln_det_prime": ref.ln_det_prime,
+            "reference": {"structure": ref.label, "n_atoms": ref.n_atoms, "ln_det_prime": ref.ln_det_prime,
                           "energy_eV": ref.energy},
             "E_f_eV": res.energy - res.n_atoms / ref.n_atoms * ref.energy}
 
 
-def _spectrum(comm, pot, atoms, res, args, label):
-    from .hessian import assemble_hessian
+def _spectrum(comm, dh, res, args, label):
     from .spectral import full_spectrum
-    from .thermo import density_of_states, quantum_harmonic
+    from .thermo import density_of_states, quantum_harmonic, without_zero_modes
 
-    dh = assemble_hessian(comm, atoms, pot)
     vals = full_spectrum(dh, args.spectrum_method)
     edges, counts = density_of_states(vals)
     out = {"spectrum": {"method": args.spectrum_method, "n_eigenvalues": len(vals),
-                        "ln_det_prime_from_eigenvalues": float(np.sum(np.log(np.abs(np.sort(vals)[np.argsort(np.abs(np.sort(vals)))[3:]])))),
+                        "ln_det_prime_from_eigenvalues": float(np.sum(np.log(np.abs(without_zero_modes(vals))))),
                         "dos_edges_THz": edges.tolist(), "dos_counts": counts.tolist()}}
     if args.temperature is not None and res.n_negative == 0:
         free, entropy = quantum_harmonic(vals, args.temperature)

@@ -191,28 +191,9 @@ def count_eigenvalues_below(D, mu: float) -> int:
     A = D.duplicate(copy=True)
     try:
         A.shift(-mu)
-        return _inertia(A)
+        return mumps_logdet(A).n_negative
     finally:
         A.destroy()
-
-
-def _inertia(A) -> int:
-    from .petsc_env import init_petsc
-
-    PETSc = init_petsc()
-    prefix = "hpcvib_inertia_"
-    defaults = _mumps_defaults("auto")
-    defaults["mat_mumps_icntl_31"] = 1
-    _set_default_options(prefix, defaults)
-    ksp = PETSc.KSP().create(comm=A.comm)
-    try:
-        ksp.setOptionsPrefix(prefix)
-        ksp.setOperators(A)
-        ksp.setFromOptions()
-        ksp.getPC().setUp()
-        return int(ksp.getPC().getFactorMatrix().getMumpsInfog(12))
-    finally:
-        ksp.destroy()
 
 
 def _place_shift_below_spectrum(D, bound: float) -> float:

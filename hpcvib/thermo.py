@@ -71,16 +71,20 @@ def frequencies_thz(eigenvalues: np.ndarray) -> np.ndarray:
     return np.sign(lam) * np.sqrt(np.abs(lam)) * NU_UNIT_THZ
 
 
+def without_zero_modes(eigenvalues: np.ndarray, n_zero: int = N_ZERO_MODES_PERIODIC) -> np.ndarray:
+    """The spectrum without its ``n_zero`` eigenvalues of smallest magnitude (the translations),
+    ascending."""
+    lam = np.asarray(eigenvalues, dtype=float)
+    return np.sort(np.delete(lam, np.argsort(np.abs(lam))[:n_zero]))
+
+
 def quantum_harmonic(eigenvalues: np.ndarray, temperature: float, n_zero: int = N_ZERO_MODES_PERIODIC):
     """Quantum harmonic free energy F (eV) and entropy S (k_B) from the *full* spectrum of D
     (the ``n_zero`` lowest |λ| are the translations and are left out; modes must be stable).
 
     F = Σ [ħω/2 + k_B T ln(1 − e^{−ħω/k_BT})],  S = Σ [x/(eˣ − 1) − ln(1 − e^{−x})], x = ħω/k_BT.
     """
-    lam = np.sort(np.asarray(eigenvalues, dtype=float))
-    order = np.argsort(np.abs(lam))
-    keep = np.sort(order[n_zero:])
-    lam = lam[keep]
+    lam = without_zero_modes(eigenvalues, n_zero)
     if np.any(lam <= 0):
         raise HpcvibError("quantum harmonic thermodynamics needs a stable spectrum (minimum)")
     hw = HBAR_OMEGA_UNIT_EV * np.sqrt(lam)
@@ -93,9 +97,7 @@ def quantum_harmonic(eigenvalues: np.ndarray, temperature: float, n_zero: int = 
 
 def density_of_states(eigenvalues: np.ndarray, bins: int = 100, n_zero: int = N_ZERO_MODES_PERIODIC):
     """Histogram of vibrational frequencies (THz) without the translations: (edges, counts)."""
-    nu = np.sort(frequencies_thz(eigenvalues))
-    order = np.argsort(np.abs(nu))
-    nu = np.delete(nu, order[:n_zero])
+    nu = frequencies_thz(without_zero_modes(eigenvalues, n_zero))
     counts, edges = np.histogram(nu, bins=bins)
     return edges, counts
 
