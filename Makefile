@@ -2,7 +2,8 @@
 #
 #   make test   create .venv if missing (Debian MPI/PETSc/SLEPc stack + PyPI extras), run the suite
 #               serially and under mpiexec -n 2
-#   make demo   create .venv if missing, run the built-in demo job under mpiexec -n 2
+#   make demo   create .venv if missing, run the demo job jobs/fe_demo.toml under mpiexec -n 2
+#               (database, models and report in runs/fe_demo/; a rerun resumes / reprints)
 #
 # Everything the two commands need is installed here; nothing is assumed to be on the machine.
 
@@ -61,7 +62,7 @@ test-mpi: $(STAMP)
 	$(TESTENV) $(MPIEXEC) $(MPIFLAGS) -n $(NP) $(PY) -m mpi4py -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)
-	$(TESTENV) $(MPIEXEC) $(MPIFLAGS) -n $(NP) $(VENV)/bin/hpcvib demo
+	$(TESTENV) $(MPIEXEC) $(MPIFLAGS) -n $(NP) $(VENV)/bin/hpcvib run jobs/fe_demo.toml
 
 bench: $(STAMP)
 	$(PY) bench/hessian.py

@@ -426,11 +426,254 @@ class PotentialsCommand:
         print(json.dumps({**pot.parameters(), "sha256": pot.sha256, "citation": pot.citation}, indent=1))
 
 
+class RunCommand:
+    """Run a TOML job: generate → relax → thermo → descriptors → fit → report (resumable).
+
+    Stages farm their configurations over groups of ranks ([job] group_size); every result is
+    written atomically to the database, so rerunning an interrupted job continues where it
+    stopped and rerunning a finished one does nothing. See jobs/README.md for every key.
+    """
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("job", nargs="?", metavar="JOB.toml")
+        parser.add_argument("--database", "-d", help="override [job] database")
+        parser.add_argument("--describe", action="store_true", help="print every job-file key and exit")
+
+    @staticmethod
+    def run(args, comm):
+        from .errors import InputError
+        from .jobfile import describe_schema, load_job
+        from .parallel import root_only
+        from .pipeline import Pipeline, format_summary, summary_rows
+
+        if args.describe:
+            if comm.rank == 0:
+                print(describe_schema())
+            return
+        if not args.job:
+            raise InputError("give a job file (see jobs/ and hpcvib run --describe)")
+        job = root_only(comm, load_job, args.job)
+        from .report import results_table
+
+        pipe = Pipeline(comm, job, args.database)
+        pipe.run()
+        fit_dir = job["fit"]["output"] if "fit" in job.stages else None
+        text = root_only(comm, lambda: format_summary(summary_rows(pipe.db)) + "\n\n" + results_table(pipe.db, fit_dir))
+        if comm.rank == 0:
+            print(text, flush=True)
+
+
+class StatusCommand:
+    """Counts per stage (ok / failed / duplicate), failure reasons and throughput of a database."""
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("database", metavar="DB.h5")
+        parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    @staticmethod
+    def run(args, comm):
+        from .database import Database
+        from .parallel import root_only
+        from .pipeline import format_summary, summary_rows
+
+        summary = root_only(comm, lambda: summary_rows(Database(args.database)))
+        if args.json:
+            emit_json(comm, summary)
+        elif comm.rank == 0:
+            print(format_summary(summary), flush=True)
+
+
+class ExportCommand:
+    """Export a database: relaxed structures with results (.xyz/.extxyz) or a flat table (.csv)."""
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("database", metavar="DB.h5")
+        parser.add_argument("-o", "--output", required=True, help="output file: .extxyz/.xyz or .csv")
+
+    @staticmethod
+    def run(args, comm):
+        from .database import Database, export_csv, export_extxyz
+        from .errors import InputError
+        from .log import get_logger
+        from .parallel import root_only
+
+        db = Database(args.database)
+        if args.output.endswith(".csv"):
+            n = root_only(comm, export_csv, db, args.output)
+        elif args.output.endswith((".xyz", ".extxyz")):
+            n = root_only(comm, export_extxyz, db, args.output)
+        else:
+            raise InputError(f"{args.output}: unknown export format (use .extxyz, .xyz or .csv)")
+        get_logger("export").info("wrote %d rows/frames to %s", n, args.output)
+
+
+class SaddleCommand:
+    """Search a first-order saddle from a relaxed minimum (ARTn with the exact sparse Hessian).
+
+    Activation from a seeded random displacement of an atom and its neighbours, climb along the
+    lowest eigenmode of D (SLEPc, warm-started) with relaxation in the perpendicular hyperplane,
+    exact-Hessian Newton steps near the saddle, exact inertia check (must be 1), and relaxation to
+    both adjacent minima (the event is kept when one side is the initial minimum). -o writes three
+    frames: initial minimum, saddle, final minimum.
+    """
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("structure", metavar="STRUCTURE", help="relaxed minimum")
+        add_potential_argument(parser)
+        parser.add_argument("--seed", type=int, default=0, help="seed of the activation (default 0)")
+        parser.add_argument("--atom", type=int, help="centre of the activation (default: drawn from the seed)")
+        parser.add_argument("--fmax", type=float, default=1e-7, help="saddle force tolerance, eV/Å (default 1e-7)")
+        parser.add_argument("--no-newton", action="store_true", help="plain ARTn steps only (no Newton near the saddle)")
+        parser.add_argument("-o", "--output", help="event file (extxyz, 3 frames)")
+        parser.add_argument("--json", action="store_true", help="print the event as JSON")
+        add_format_argument(parser)
+
+    @staticmethod
+    def run(args, comm):
+        from .artn import ArtnSettings, SaddleSearch
+        from .errors import InputError
+        from .parallel import root_only
+
+        if args.fmax <= 0:
+            raise InputError(f"--fmax must be positive (got {args.fmax})")
+        label, minimum = load_structures(comm, [args.structure], args.file_format)[0]
+        if args.atom is not None and not 0 <= args.atom < len(minimum):
+            raise InputError(f"{label}: --atom {args.atom} out of range (0..{len(minimum) - 1})")
+        settings = ArtnSettings(fmax=args.fmax, newton=not args.no_newton)
+        res = SaddleSearch(comm, args.potential, settings).search(minimum, seed=args.seed, atom=args.atom)
+        out = {"structure": label, **res.summary()}
+        if res.status == "ok" and args.output:
+            def write():
+                from ase.io import write as ase_write
+
+                from .fileio import atomic_output
+                frames = [minimum.copy(), res.saddle.copy(), res.final.copy()]
+                for f, kind, e in zip(frames, ("minimum", "saddle", "final minimum"),
+                                      (res.energies["minimum"], res.energies["saddle"], res.energies["final"])):
+                    f.calc = None
+                    f.info.update(kind=kind, energy_eV=e)
+                with atomic_output(args.output) as tmp:
+                    ase_write(tmp, frames, format="extxyz")
+            root_only(comm, write)
+        if args.json:
+            emit_json(comm, out)
+        elif comm.rank == 0:
+            if res.status == "ok":
+                print(f"{label}: saddle found, ΔE = {res.delta_E_eV:.6f} eV, ln(ν*/THz) = {res.ln_nu_THz:.6f}, "
+                      f"λ_neg = {res.lambda_neg:.6g} eV/(Å² amu), {res.counts['forces']} force and "
+                      f"{res.counts['modes']} eigenmode evaluations, {res.seconds:.1f} s", flush=True)
+            else:
+                print(f"{label}: search failed: {res.reason}", flush=True)
+        if res.status != "ok":
+            raise SearchFailed(f"{label}: saddle search failed: {res.reason}")
+
+
+class SearchFailed(Exception):
+    """A saddle search that ended without an event (exit status 1, not a usage error)."""
+
+
+class FitCommand:
+    """Fit surrogate models to a database: S_f (linear, EQML), ln ν* and ΔE (linear, Eq. 27/30).
+
+    Saves <output>/<target>_<model>.json (weights, posterior, descriptor settings, potential hash)
+    and <output>/fit.json (errors, learning curves, predictions for the report). Learning-curve
+    splits are spread over the MPI ranks.
+    """
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("database", metavar="DB.h5")
+        parser.add_argument("--target", action="append", choices=["S_f", "ln_nu", "dE"],
+                            help="target (repeatable; default: all the database supports)")
+        parser.add_argument("--model", action="append", choices=["linear", "eqml"],
+                            help="model (repeatable; default linear and eqml)")
+        parser.add_argument("--splits", type=int, default=100, help="random splits per test fraction (default 100)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("-o", "--output", default="models", help="output directory (default models/)")
+        parser.add_argument("--json", action="store_true", help="print errors and learning curves as JSON")
+
+    @staticmethod
+    def run(args, comm):
+        from .database import Database
+        from .training import fit_database
+
+        res = fit_database(comm, Database(args.database), tuple(args.target or ("S_f", "ln_nu", "dE")),
+                           tuple(args.model or ("linear", "eqml")), args.output, n_splits=args.splits, seed=args.seed)
+        if args.json:
+            emit_json(comm, {k: {kk: v[kk] for kk in ("n_samples", "n_features", "fit_rmse", "fit_mae",
+                                                      "learning_curve", "model_file")} for k, v in res.items()})
+
+
+class PredictCommand:
+    """Predict S_f of structures (or ln ν*, ΔE of a MINIMUM SADDLE pair) with a saved model, in O(N).
+
+    ΔD, ΔDD are taken against the perfect bcc cell of the same shape (built automatically) or
+    --reference. The predictive standard deviation comes from the Bayesian posterior. With -o,
+    the linear S_f model's per-atom contributions w·(D^i − D_b/N_b) are written as the extxyz
+    column S_f_atom (they sum to the prediction) for OVITO.
+    """
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("model", metavar="MODEL.json")
+        parser.add_argument("structures", nargs="+", metavar="STRUCTURE")
+        parser.add_argument("--reference", help="perfect reference cell (default: built for bcc cells)")
+        parser.add_argument("--potential", "-p", help="check the model was trained with this potential")
+        parser.add_argument("-o", "--output", help="extxyz with per-atom contributions (linear S_f model)")
+        parser.add_argument("--jmax", type=float, help="descriptor jmax (must match the model's)")
+        parser.add_argument("--rcut", type=float, help="descriptor cut-off, Å (must match the model's)")
+        parser.add_argument("--full", action="store_true", default=None, help="full component set (must match)")
+        parser.add_argument("--json", action="store_true", help="one JSON line per prediction")
+        add_format_argument(parser)
+
+    @staticmethod
+    def run(args, comm):
+        from .prediction import predict_structures
+
+        for row in predict_structures(comm, args):
+            if args.json:
+                emit_json(comm, row)
+            elif comm.rank == 0:
+                print(f"{row['structure']}: {row['target']} = {row['prediction']:.6g} ± {row['std']:.3g} "
+                      f"({row['seconds']:.2f} s)", flush=True)
+
+
+class ReportCommand:
+    """Markdown report with figures (parity, learning curves, residuals, compensation law)."""
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("database", metavar="DB.h5")
+        parser.add_argument("--models", default="models", help="directory of the fit (default models/)")
+        parser.add_argument("-o", "--output", default="report", help="output directory (default report/)")
+
+    @staticmethod
+    def run(args, comm):
+        from .database import Database
+        from .log import get_logger
+        from .parallel import root_only
+        from .report import write_report
+
+        path = root_only(comm, write_report, Database(args.database), None, args.models, args.output)
+        get_logger("report").info("wrote %s", path)
+
+
 COMMANDS = [
+    ("run", RunCommand),
+    ("status", StatusCommand),
+    ("export", ExportCommand),
     ("thermo", ThermoCommand),
     ("prefactor", PrefactorCommand),
+    ("saddle", SaddleCommand),
     ("hessian", HessianCommand),
     ("descriptors", DescriptorsCommand),
+    ("fit", FitCommand),
+    ("predict", PredictCommand),
+    ("report", ReportCommand),
     ("demo", DemoCommand),
     ("potentials", PotentialsCommand),
 ]
@@ -465,6 +708,8 @@ def main(argv=None) -> int:
     from mpi4py import MPI
 
     from .errors import HpcvibError
+    from .farm import release_all_petsc_garbage
+    from .petsc_env import finalize_collectively
     from .log import setup_logging
 
     comm = MPI.COMM_WORLD  # the CLI edge: everything below takes comm explicitly
@@ -476,12 +721,20 @@ def main(argv=None) -> int:
 
             petsc_options(args.petsc_options)
         args.command_class.run(args, comm)
+        release_all_petsc_garbage(comm)
+        finalize_collectively(comm)
     except HpcvibError as exc:
         if args.traceback:
             raise
         if comm.rank == 0:
             print(f"hpcvib: error: {exc}", file=sys.stderr, flush=True)
+        finalize_collectively(comm)  # user errors are raised on every rank
         return 2
+    except SearchFailed as exc:
+        if comm.rank == 0:
+            print(f"hpcvib: {exc}", file=sys.stderr, flush=True)
+        finalize_collectively(comm)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BaseException:

@@ -22,3 +22,5 @@ NU0_THZ = 1.0
 PAPER_EIGENVALUE_TOL = 1.0e-6
 #: Avogadro constant, 1/mol (for densities in g/cm³).
 AVOGADRO = 6.02214076e23
+#: Atomic mass unit in grams (1/N_A), for densities in g/cm³ from amu/Å³ (× 1e24).
+AMU_G = 1.0 / AVOGADRO

@@ -61,3 +61,20 @@ def timed(what: str, timings: dict | None = None, logger: logging.Logger | None 
     if timings is not None:
         timings[what] = timings.get(what, 0.0) + seconds
     (logger or get_logger()).info("%s: %.3f s", what, seconds)
+
+
+@contextlib.contextmanager
+def per_task_detail_at_debug(*names: str):
+    """Inside a task farm, log the per-structure lines of these loggers (``hessian``,
+    ``spectral``, ...) at DEBUG only, unless debug logging is on: the farm logs progress."""
+    loggers = [get_logger(n) for n in names]
+    verbose = get_logger().getEffectiveLevel() <= logging.DEBUG
+    saved = [lg.level for lg in loggers]
+    if not verbose:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved):
+            lg.setLevel(level)

@@ -83,3 +83,23 @@ def petsc_options(options: str | None) -> None:
         else:
             opts[key] = ""
             k += 1
+
+
+def finalize_collectively(comm) -> None:
+    """Finalise SLEPc and PETSc now, on every rank of ``comm`` together (call collectively at the
+    end of a program). Left to the interpreter's exit handlers, PETSc 3.18's finalisation runs a
+    garbage clean-up whose communicator duplication is collective, at a moment that differs
+    between ranks (a rank may already be inside MPI_Finalize): measured to hang 2-rank task-farm
+    runs with Open MPI 4.1. After this call the exit handlers find PETSc finalised and skip."""
+    import gc
+
+    petsc = sys.modules.get("petsc4py.PETSc")
+    if petsc is None or petsc.Sys.isFinalized():
+        return
+    gc.collect()
+    comm.Barrier()
+    slepc = sys.modules.get("slepc4py.SLEPc")
+    if slepc is not None:
+        slepc._finalize()
+    petsc._pre_finalize()
+    petsc._finalize()

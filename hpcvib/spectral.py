@@ -81,6 +81,7 @@ def mumps_logdet(mat, ordering: str = DEFAULT_ORDERING, keep_factors: bool = Fal
 
     PETSc = init_petsc()
     ksp = PETSc.KSP().create(comm=mat.comm)
+    F = pc = None
     try:
         prefix = "hpcvib_det_keep_" if keep_factors else "hpcvib_det_"
         defaults = _mumps_defaults(ordering)
@@ -119,6 +120,11 @@ def mumps_logdet(mat, ordering: str = DEFAULT_ORDERING, keep_factors: bool = Fal
             info={"flops_elimination": float(F.getMumpsRinfog(3)), "factor_entries": int(F.getMumpsInfog(29))},
         )
     finally:
+        # F is a second reference to the factor: destroy it now, collectively, or Python's GC
+        # hands it to PETSc's delayed-destroy list and the factor's memory stays allocated
+        for ref in (F, pc):
+            if ref is not None:
+                ref.destroy()
         ksp.destroy()
     return result
 
@@ -225,6 +231,7 @@ def _krylov_schur(dh, D, sigma: float, nev: int, tol: float, max_it: int, initia
     st = eps.getST()
     st.setType(SLEPc.ST.Type.SINVERT)
     st.setShift(sigma)
+    st.destroy()  # drops this Python reference only (eps keeps the ST); see mumps_logdet
     _set_default_options("hpcvib_eps_st_", _mumps_defaults("auto"))
     if initial is not None:
         v = D.createVecRight()
@@ -235,6 +242,7 @@ def _krylov_schur(dh, D, sigma: float, nev: int, tol: float, max_it: int, initia
         lo, hi = v.getOwnershipRange()
         v.setArray(full[lo:hi])
         eps.setInitialSpace([v])
+        v.destroy()
     eps.setFromOptions()
     eps.solve()
     return eps
@@ -277,6 +285,7 @@ def lowest_modes(dh, k: int = 6, tol: float = PAPER_EIGENVALUE_TOL, want_vectors
                     res.append(eps.computeError(i, SLEPc.EPS.ErrorType.ABSOLUTE))
                     if want_vectors:
                         vecs.append(np.concatenate(dh.comm.allgather(vr.getArray().copy())))
+                vr.destroy()
             finally:
                 eps.destroy()
             if nconv < k:
@@ -357,6 +366,7 @@ def full_spectrum(dh, method: str = "auto", tol: float = 1e-10) -> np.ndarray:
             eps.setTolerances(tol, 1000)
             st = eps.getST()
             st.setType(SLEPc.ST.Type.SINVERT)
+            st.destroy()  # this Python reference only
             _set_default_options("hpcvib_slice_st_", _mumps_defaults("auto"))
             if D.comm.getSize() > 1:
                 eps.setKrylovSchurPartitions(D.comm.getSize())

@@ -78,8 +78,13 @@ def relaxed_fe_vacancy(n: int = 4):
     return relax(atoms)
 
 
-@functools.lru_cache(maxsize=None)
 def fe_vacancy_saddle(n: int = 4):
+    """The Newton-refined vacancy-jump saddle (see :func:`fe_vacancy_neb`)."""
+    return fe_vacancy_neb(n)["saddle"]
+
+
+@functools.lru_cache(maxsize=None)
+def fe_vacancy_neb(n: int = 4):
     """Vacancy-jump saddle in a bcc Fe (n a0)³ cell: climbing-image NEB, then Newton steps with
     the exact dense Hessian (pseudo-inverse without the translations) to |F| < 1e-9 eV/Å.
 
@@ -104,7 +109,10 @@ def fe_vacancy_saddle(n: int = 4):
     neb.interpolate()
     FIRE(neb, logfile=None).run(fmax=5e-3, steps=5000)
     top = max(images[1:-1], key=lambda im: im.get_potential_energy())
-    return newton_to_stationary_point(top, "Fe_mm")
+    e_initial = images[0].get_potential_energy()
+    return {"initial": initial, "final": final, "mover": mover, "vacancy_site": perfect.positions[0],
+            "neb_barrier": top.get_potential_energy() - e_initial,
+            "saddle": newton_to_stationary_point(top, "Fe_mm")}
 
 
 def newton_to_stationary_point(atoms, potential, ftol=1e-9, steps=50):

@@ -1,0 +1,324 @@
+"""Saddle-point search in the spirit of ARTn, with the exact sparse Hessian (paper Sec. II A).
+
+One search from a relaxed minimum x0 (all steps collective over a rank group ``comm``; forces
+are evaluated redundantly on every rank, the Hessian is assembled in parallel):
+
+1. *activation* — a random displacement d of an atom and its neighbours within
+   ``activation_radius`` (seeded), then pushes x ← x + δ d with a few steepest-descent steps in
+   the hyperplane ⊥ d, until the lowest eigenvalue λ1 of D (SLEPc Krylov–Schur with MUMPS
+   shift-and-invert, warm-started from the previous mode) falls below ``eigenvalue_threshold``
+   (default −2e-3 eV/(Å² amu), i.e. about −0.1 eV/Å² on the Hessian of Si or Fe, ARTn's usual
+   value): the configuration has left the harmonic basin; if convergence later loses the
+   negative mode, activation resumes (at most ``max_returns`` times);
+2. *convergence* — with ``newton`` (default) eigenvector-following steps with the exact sparse
+   Hessian (uphill along the lowest mode u, Newton in the hyperplane; :meth:`SaddleSearch.
+   _eigenvector_following_step`) once max |F| < ``newton_force`` and only the lowest eigenvalue
+   is negative, which converge quadratically near the saddle; otherwise, and always without
+   ``newton``, plain ARTn steps (climb along u, a few steepest-descent steps ⊥ u). Converged at max |F| < ``fmax`` (paper: 1e-7 eV/Å);
+3. *confirmation* — the inertia of one sparse LDLᵀ factorisation must be exactly 1; then the
+   saddle is pushed along ±u and relaxed to both adjacent minima; the event is kept only when one
+   side is the initial minimum (connectivity) and the other is not.
+
+Every failure is returned as a result with ``status = "failed"`` and its reason, never raised.
+``ArtnResult`` carries ΔE, the exact Vineyard ln ν* (Eq. 24–25), force/Hessian/eigensolver call
+counts and timings. :func:`duplicate_events` applies the paper's duplicate criterion (energy and
+displacement of the most displaced atom).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .errors import ConvergenceError, HpcvibError
+from .log import get_logger
+
+
+@dataclass
+class ArtnSettings:
+    """Parameters of one search (lengths Å, forces eV/Å, eigenvalues of D in eV/(Å² amu))."""
+
+    activation_radius: float = 3.0
+    initial_displacement: float = 0.1
+    push_step: float = 0.1
+    eigenvalue_threshold: float = -2e-3
+    max_returns: int = 3
+    max_activation_steps: int = 40
+    perpendicular_steps_activation: int = 4
+    perpendicular_steps: int = 6
+    perpendicular_alpha: float = 0.05
+    max_move: float = 0.1
+    climb_step: float = 0.15
+    max_convergence_steps: int = 200
+    fmax: float = 1e-7
+    newton: bool = True
+    newton_force: float = 0.5
+    push_off: float = 0.15
+    relax_fmax: float = 1e-6
+    same_minimum_tol: float = 0.05
+
+
+@dataclass
+class ArtnResult:
+    status: str
+    reason: str = ""
+    atom: int = -1
+    seed: int = 0
+    saddle: object = None
+    final: object = None
+    energies: dict = field(default_factory=dict)
+    delta_E_eV: float = float("nan")
+    ln_nu_THz: float = float("nan")
+    lambda_neg: float = float("nan")
+    n_negative: int = -1
+    ln_det_minimum: float = float("nan")
+    ln_abs_det_saddle: float = float("nan")
+    ln_det_final: float = float("nan")
+    max_displacement_A: float = float("nan")
+    counts: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d.pop("saddle")
+        d.pop("final")
+        return d
+
+
+class _Counter:
+    def __init__(self):
+        self.forces = self.hessians = self.modes = self.newton_steps = 0
+        self.activation_steps = self.convergence_steps = 0
+
+    def as_dict(self):
+        return dict(vars(self))
+
+
+def _mic(vec, cell):
+    frac = np.linalg.solve(np.asarray(cell).T, vec.T).T
+    frac -= np.rint(frac)
+    return frac @ np.asarray(cell)
+
+
+def displacement(a, b) -> np.ndarray:
+    """Per-atom minimum-image displacement b − a (Å) with the rigid translation (median) removed."""
+    d = _mic(b.positions - a.positions, a.get_cell())
+    return d - np.median(d, axis=0)
+
+
+def same_minimum(a, b, tol: float) -> bool:
+    return len(a) == len(b) and float(np.linalg.norm(displacement(a, b), axis=1).max()) < tol
+
+
+def activation_direction(atoms, atom: int, radius: float, rng) -> np.ndarray:
+    """Random unit vector (N×3) on ``atom`` and its neighbours within ``radius``, no net translation."""
+    vec = _mic(atoms.positions - atoms.positions[atom], atoms.get_cell())
+    near = np.linalg.norm(vec, axis=1) <= radius
+    d = np.zeros_like(atoms.positions)
+    d[near] = rng.normal(size=(int(near.sum()), 3))
+    d[near] -= d[near].mean(axis=0)
+    return d / np.linalg.norm(d)
+
+
+class SaddleSearch:
+    """A search engine bound to a potential and a rank group."""
+
+    def __init__(self, comm, potential, settings: ArtnSettings | None = None):
+        from .potentials import load_potential
+
+        self.comm = comm
+        self.pot = load_potential(potential)
+        self.s = settings or ArtnSettings()
+        self.log = get_logger("artn")
+
+    # ---------------------------------------------------------------- primitives
+    def _forces(self, atoms, count):
+        count.forces += 1
+        ev = self.pot.evaluate(atoms)
+        return ev.energy, ev.forces
+
+    def lowest_mode(self, atoms, previous, count):
+        """(λ1 of D, unit Cartesian direction u (N×3), curvature uᵀHu, D-space vector): the lowest
+        non-translational eigenpair, warm-started from ``previous`` (D space)."""
+        from .hessian import assemble_hessian
+        from .spectral import lowest_modes
+
+        count.modes += 1
+        dh = assemble_hessian(self.comm, atoms, self.pot)
+        modes = lowest_modes(dh, k=4, want_vectors=True, initial=previous)
+        m = atoms.get_masses()
+        t = np.zeros((3 * len(atoms), 3))
+        for a in range(3):
+            t[a::3, a] = np.sqrt(m)
+        t /= np.linalg.norm(t, axis=0)
+        vecs = modes.vectors
+        trans = np.linalg.norm(t.T @ vecs, axis=0)
+        candidates = [i for i in np.argsort(modes.eigenvalues) if trans[i] < 0.5]
+        if not candidates:
+            raise ConvergenceError("no non-translational mode among the 4 lowest")
+        i = candidates[0]
+        self.second_eigenvalue = float(modes.eigenvalues[candidates[1]]) if len(candidates) > 1 else float("inf")
+        v = vecs[:, i] - t @ (t.T @ vecs[:, i])
+        v /= np.linalg.norm(v)
+        u = (v / np.repeat(np.sqrt(m), 3)).reshape(-1, 3)
+        scale = np.linalg.norm(u)
+        return float(modes.eigenvalues[i]), u / scale, float(modes.eigenvalues[i]) / scale ** 2, v
+
+    def _relax_perpendicular(self, atoms, direction, n_steps, count):
+        """Steepest descent on F − (F·d)d, moves capped at ``max_move`` per atom."""
+        for _ in range(n_steps):
+            _, f = self._forces(atoms, count)
+            f_perp = f - np.sum(f * direction) * direction
+            step = self.s.perpendicular_alpha * f_perp
+            longest = np.linalg.norm(step, axis=1).max()
+            if longest > self.s.max_move:
+                step *= self.s.max_move / longest
+            atoms.positions += step
+
+    # ---------------------------------------------------------------- search
+    def search(self, minimum, seed: int = 0, atom: int | None = None, direction: np.ndarray | None = None) -> ArtnResult:
+        """One search from the relaxed ``minimum``. ``atom`` (default: drawn from the seed) is the
+        centre of the activation; ``direction`` (N×3) replaces the random one (tests, scripted
+        events). Collective over the group."""
+        t0 = time.perf_counter()
+        count = _Counter()
+        rng = np.random.default_rng(seed)
+        if atom is None:
+            atom = int(rng.integers(len(minimum)))
+        result = ArtnResult("failed", atom=atom, seed=seed)
+        try:
+            saddle = self._activate_and_converge(minimum, atom, rng, direction, count)
+            self._confirm(minimum, saddle, result, count)
+        except (ConvergenceError, HpcvibError) as exc:
+            result.status, result.reason = "failed", str(exc)
+        result.counts = count.as_dict()
+        result.seconds = time.perf_counter() - t0
+        self.log.info("search atom %d seed %d: %s%s (%d forces, %d modes, %.1f s)", atom, seed, result.status,
+                      f" ({result.reason})" if result.reason else f", ΔE = {result.delta_E_eV:.4f} eV",
+                      count.forces, count.modes, result.seconds)
+        return result
+
+    def _activate_and_converge(self, minimum, atom, rng, direction, count):
+        """Activation pushes along d until λ1 < threshold, then convergence steps; when the
+        negative mode is lost during convergence, back to activation (at most ``max_returns``)."""
+        s = self.s
+        d = activation_direction(minimum, atom, s.activation_radius, rng) if direction is None else \
+            np.asarray(direction, dtype=float) / np.linalg.norm(direction)
+        d_step = d / np.linalg.norm(d, axis=1).max()  # largest atom moves by one unit
+        x = minimum.copy()
+        x.calc = None
+        x.positions += s.initial_displacement * d_step
+        prev = None
+        activating, returns = True, 0
+        while True:
+            if activating:
+                if count.activation_steps >= s.max_activation_steps:
+                    raise ConvergenceError(f"no negative mode below {s.eigenvalue_threshold:g} eV/(Å² amu) within "
+                                           f"{s.max_activation_steps} activation steps")
+                count.activation_steps += 1
+                lam, u, curv, prev = self.lowest_mode(x, prev, count)
+                if lam < s.eigenvalue_threshold:
+                    activating = False
+                    continue
+                x.positions += s.push_step * d_step
+                self._relax_perpendicular(x, d, s.perpendicular_steps_activation, count)
+                continue
+            if count.convergence_steps >= s.max_convergence_steps:
+                raise ConvergenceError(f"saddle not converged to {s.fmax:g} eV/Å in {s.max_convergence_steps} steps")
+            count.convergence_steps += 1
+            _, f = self._forces(x, count)
+            fmax = float(np.linalg.norm(f, axis=1).max())
+            if fmax < s.fmax:
+                return x
+            lam, u, curv, prev = self.lowest_mode(x, prev, count)
+            if lam >= 0:
+                returns += 1
+                if returns > s.max_returns:
+                    raise ConvergenceError(f"lost the negative mode {returns} times (λ1 = {lam:.3g})")
+                activating = True
+                continue
+            if s.newton and fmax < s.newton_force and self.second_eigenvalue > 0:
+                self._eigenvector_following_step(x, f, u, curv, count)
+                continue
+            f_par = float(np.sum(f * u))
+            move = np.clip(f_par / curv, -s.climb_step, s.climb_step)
+            x.positions += move * u
+            self._relax_perpendicular(x, u, s.perpendicular_steps, count)
+
+    def _eigenvector_following_step(self, x, f, u, curv, count):
+        """Eigenvector-following step: uphill along the lowest mode u, Newton downhill in every
+        other direction — Δx = H⁻¹F, plus −2 (u·F)/κ u when the curvature κ = uᵀHu along u is
+        positive (H − 2κ u uᵀ has u's curvature reversed; for κ < 0 the Newton step already
+        climbs along u). Quadratic convergence near the saddle. One sparse LU of H with atom 0
+        pinned (removing the translations); steps capped at ``climb_step`` Å per atom."""
+        import scipy.sparse.linalg as spla
+
+        count.hessians += 1
+        count.newton_steps += 1
+        n = len(x)
+        keep = np.arange(3, 3 * n)
+        H = self.pot.hessian(x).tocsc()[keep][:, keep]
+        z = np.zeros(3 * n)
+        z[keep] = spla.spsolve(H, f.ravel()[keep])
+        step = z.reshape(-1, 3)
+        if curv > 0:
+            step -= 2.0 * float(np.sum(f * u)) / curv * u
+        step -= step.mean(axis=0)
+        longest = np.linalg.norm(step, axis=1).max()
+        if longest > self.s.climb_step:
+            step *= self.s.climb_step / longest
+        x.positions += step
+
+    def _confirm(self, minimum, saddle, result, count):
+        from .saddle import relax
+        from .thermo import analyse_structure, ln_attack_frequency
+
+        s = self.s
+        sad = analyse_structure(self.comm, saddle, self.pot, "saddle", n_modes=1)
+        count.hessians += 1
+        result.n_negative = sad.n_negative
+        if sad.n_negative != 1:
+            raise HpcvibError(f"converged to a stationary point with {sad.n_negative} negative eigenvalues")
+        lam, u, _, _ = self.lowest_mode(saddle, None, count)
+        sides = []
+        for sign in (1.0, -1.0):
+            start = saddle.copy()
+            start.positions += sign * s.push_off * u / np.linalg.norm(u, axis=1).max()
+            sides.append(relax(start, self.pot, fmax=s.relax_fmax, refine=False))
+        back = [same_minimum(minimum, side, s.same_minimum_tol) for side in sides]
+        if not any(back):
+            raise HpcvibError("not connected: neither side of the saddle relaxes to the initial minimum")
+        if all(back):
+            raise HpcvibError("both sides of the saddle relax to the initial minimum")
+        final = sides[1] if back[0] else sides[0]
+        mini = analyse_structure(self.comm, minimum, self.pot, "minimum", expect="minimum")
+        fin = analyse_structure(self.comm, final, self.pot, "final minimum")
+        count.hessians += 2
+        if fin.n_negative:
+            raise HpcvibError(f"final minimum has {fin.n_negative} negative eigenvalues")
+        result.status = "ok"
+        result.saddle, result.final = saddle, final
+        result.energies = {"minimum": mini.energy, "saddle": sad.energy, "final": fin.energy}
+        result.delta_E_eV = sad.energy - mini.energy
+        result.lambda_neg = float(sad.lowest_eigenvalues[0])
+        result.ln_det_minimum, result.ln_abs_det_saddle, result.ln_det_final = \
+            mini.ln_det_prime, sad.ln_det_prime, fin.ln_det_prime
+        result.ln_nu_THz = ln_attack_frequency(mini.ln_det_prime, sad.ln_det_prime, result.lambda_neg)
+        result.max_displacement_A = float(np.linalg.norm(displacement(minimum, saddle), axis=1).max())
+
+
+def duplicate_events(events, energy_tol: float = 1e-3, displacement_tol: float = 0.02) -> dict:
+    """{duplicate key: original key} among (key, ΔE, max displacement) of successful events from
+    one minimum: same barrier within ``energy_tol`` eV and same displacement of the most
+    displaced atom within ``displacement_tol`` Å (the paper's criterion); first one kept."""
+    originals, dup = [], {}
+    for key, de, disp in events:
+        for okey, ode, odisp in originals:
+            if abs(de - ode) < energy_tol and abs(disp - odisp) < displacement_tol:
+                dup[key] = okey
+                break
+        else:
+            originals.append((key, de, disp))
+    return dup

@@ -1,0 +1,214 @@
+"""Job files (TOML): one table per stage, validated against a schema with errors that name the
+file, the table and the key.
+
+A stage runs when its table is present (``[generate]``, ``[relax]``, ``[thermo]``,
+``[descriptors]``, ``[fit]``, ``[report]``); ``[job]`` and ``[system]`` are always read.
+Relative paths are relative to the directory the job is run from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+
+from .errors import InputError
+
+REQUIRED = object()
+STAGE_TABLES = ("generate", "amorphous", "relax", "thermo", "descriptors", "saddles", "fit", "report")
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: type | tuple
+    default: object
+    check: object = None  # callable(value) -> error message or None
+    doc: str = ""
+
+
+def _positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v):
+    return None if v >= 0 else "must be >= 0"
+
+
+def _sizes(v):
+    return None if all(isinstance(k, int) and 1 <= k <= 8 for k in v) else "entries must be integers 1..8"
+
+
+def _one_of(*allowed):
+    def check(v):
+        values = v if isinstance(v, list) else [v]
+        bad = [x for x in values if x not in allowed]
+        return None if not bad else f"{bad[0]!r} is not one of {', '.join(map(repr, allowed))}"
+    return check
+
+
+def _strains(v):
+    return None if all(isinstance(x, (int, float)) and -0.2 < x < 0.2 for x in v) else \
+        "strains must be numbers in (-0.2, 0.2) (fractions, 0.01 = 1 %)"
+
+
+def _fractions(v):
+    return None if all(isinstance(x, (int, float)) and 0 < x < 1 for x in v) else "fractions must be in (0, 1)"
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "job": {
+        "name": Key(str, "job", doc="name used in logs and the report"),
+        "database": Key(str, REQUIRED, doc="HDF5 database path"),
+        "group_size": Key(int, 1, _positive, "MPI ranks per configuration (task-farm group size)"),
+        "seed": Key(int, 0, _non_negative, "seed of every random choice"),
+    },
+    "system": {
+        "potential": Key(str, REQUIRED, doc="built-in name or potential file"),
+        "lattice": Key(str, "bcc", _one_of("bcc", "amorphous"), "host lattice (amorphous: [amorphous] makes it)"),
+        "symbol": Key(str, "Fe", doc="chemical symbol"),
+        "cell": Key(int, 8, lambda v: None if v >= 3 else "must be >= 3", "cell size n: (n a0)^3"),
+        "a0": Key((float, int), 0.0, _non_negative, "lattice parameter, Å (0: from the potential)"),
+    },
+    "generate": {
+        "vacancies": Key(list, [1, 2, 3, 4], _sizes, "vacancy cluster sizes"),
+        "interstitials": Key(list, [1, 2, 3, 4], _sizes, "self-interstitial cluster sizes"),
+        "orientations": Key(list, ["110", "111"], _one_of("110", "111"), "dumbbell axes"),
+        "crowdions": Key(bool, True, doc="add the <111> crowdion (with I1)"),
+        "shell_radius": Key(int, 2, lambda v: None if 1 <= v <= 5 else "must be 1..5",
+                            "neighbour shell that connects cluster sites"),
+        "max_shapes": Key(int, 0, _non_negative, "keep the first shapes per family (0: all)"),
+        "variants": Key(int, 0, _non_negative, "randomised variants per shape"),
+        "displacement": Key((float, int), 0.1, _non_negative, "std of random displacements, Å"),
+        "displacement_radius": Key((float, int), 4.0, _positive, "radius of randomised atoms, Å"),
+    },
+    "amorphous": {
+        "samples": Key(int, 1, _positive, "independent inherent states (melt-quench runs)"),
+        "n_atoms": Key(int, 216, lambda v: None if v >= 8 else "must be >= 8", "atoms per cell"),
+        "density": Key((float, int), 2.192, _positive, "g/cm^3"),
+        "t_melt": Key((float, int), 2300.0, _positive, "K"),
+        "melt_ps": Key((float, int), 5.0, _non_negative, "ps at t_melt (paper: 20 ns)"),
+        "cool_ps": Key((float, int), 5.0, _non_negative, "ps of linear cooling to t_anneal"),
+        "t_anneal": Key((float, int), 700.0, _positive, "K"),
+        "anneal_ps": Key((float, int), 10.0, _non_negative, "ps at t_anneal (paper: 100 ns)"),
+        "timestep_fs": Key((float, int), 1.0, _positive, "fs"),
+        "bond_cutoff": Key((float, int), 2.9, _positive, "Å, for coordination statistics"),
+    },
+    "relax": {
+        "fmax": Key((float, int), 1e-6, _positive, "force tolerance, eV/Å"),
+        "max_steps": Key(int, 5000, _positive, "optimiser steps per stage"),
+        "strains": Key(list, [-0.01, 0.0, 0.01, 0.02, 0.03], _strains, "isotropic strains"),
+        "newton": Key(bool, False, doc="finish with exact-Hessian Newton steps to 1e-9 eV/Å"),
+        "duplicate_energy_tol": Key((float, int), 1e-4, _positive, "eV"),
+        "duplicate_fingerprint_tol": Key((float, int), 1e-3, _positive, "Å"),
+    },
+    "thermo": {
+        "modes": Key(int, 0, _non_negative, "lowest eigenpairs to store"),
+        "temperature": Key((float, int), 0.0, _non_negative, "K; > 0 adds S_vib and Eq. 19"),
+    },
+    "descriptors": {
+        "jmax": Key((float, int), 4, lambda v: None if 0 < v <= 6 and (2 * v) % 1 == 0 else "must be a half-integer 0.5..6",
+                    "bispectrum jmax"),
+        "rcut": Key((float, int), 0.0, _non_negative, "cut-off, Å (0: the potential's default)"),
+        "full": Key(bool, False, doc="full (j1, j2, j) set instead of the diagonal one"),
+        "per_atom": Key(bool, False, doc="store per-atom descriptors"),
+    },
+    "saddles": {
+        "searches": Key(int, 20, _positive, "saddle searches per minimum"),
+        "fmax": Key((float, int), 1e-7, _positive, "saddle force tolerance, eV/Å (paper 1e-7)"),
+        "newton": Key(bool, True, doc="exact-Hessian Newton steps near the saddle"),
+        "activation_radius": Key((float, int), 3.0, _positive, "Å"),
+        "initial_displacement": Key((float, int), 0.1, _positive, "Å, largest initial atomic displacement"),
+        "eigenvalue_threshold": Key((float, int), -2e-3, lambda v: None if v < 0 else "must be < 0",
+                                    "λ1 of D that ends the activation, eV/(Å² amu)"),
+        "max_activation_steps": Key(int, 40, _positive, ""),
+        "max_convergence_steps": Key(int, 200, _positive, ""),
+        "duplicate_energy_tol": Key((float, int), 1e-3, _positive, "eV"),
+        "duplicate_displacement_tol": Key((float, int), 0.02, _positive, "Å, most displaced atom"),
+        "add_final_minima": Key(bool, False, doc="add new distinct final minima as configurations"),
+    },
+    "fit": {
+        "models": Key(list, ["linear", "eqml"], _one_of("linear", "eqml"), "models fitted to S_f"),
+        "test_fractions": Key(list, [0.1, 0.3, 0.5, 0.7, 0.9], _fractions, "learning-curve test fractions"),
+        "splits": Key(int, 100, _positive, "random splits per test fraction"),
+        "output": Key(str, "models", doc="directory for saved models"),
+    },
+    "report": {
+        "output": Key(str, "report", doc="directory for report.md and figures"),
+    },
+}
+
+
+class Job(dict):
+    """Validated job: ``job[table][key]``; ``job.stages`` lists the stage tables present."""
+
+    path: str
+    stages: tuple
+
+
+def _type_ok(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    return isinstance(value, kinds)
+
+
+def validate(raw: dict, path: str) -> Job:
+    """Check ``raw`` (parsed TOML) against :data:`SCHEMA`; fill defaults."""
+    unknown = [t for t in raw if t not in SCHEMA]
+    if unknown:
+        raise InputError(f"{path}: unknown table [{unknown[0]}] (known: {', '.join(SCHEMA)})")
+    job = Job()
+    for table, keys in SCHEMA.items():
+        given = raw.get(table, {})
+        if not isinstance(given, dict):
+            raise InputError(f"{path}: [{table}] must be a table")
+        for k in given:
+            if k not in keys:
+                raise InputError(f"{path}: unknown key {k!r} in [{table}] (known: {', '.join(keys)})")
+        values = {}
+        for k, spec in keys.items():
+            if k not in given:
+                if spec.default is REQUIRED and (table in ("job", "system")):
+                    raise InputError(f"{path}: [{table}] needs {k!r} ({spec.doc})")
+                values[k] = spec.default
+                continue
+            v = given[k]
+            if not _type_ok(v, spec.kind):
+                want = spec.kind.__name__ if isinstance(spec.kind, type) else " or ".join(t.__name__ for t in spec.kind)
+                raise InputError(f"{path}: [{table}] {k} = {v!r} must be {want}")
+            problem = spec.check(v) if spec.check else None
+            if problem:
+                raise InputError(f"{path}: [{table}] {k} = {v!r}: {problem}")
+            values[k] = v
+        job[table] = values
+    job.path = path
+    job.stages = tuple(t for t in STAGE_TABLES if t in raw)
+    if "generate" in job.stages and "amorphous" in job.stages:
+        raise InputError(f"{path}: [generate] (bcc defects) and [amorphous] exclude each other")
+    if "amorphous" in job.stages and job["system"]["lattice"] != "amorphous":
+        raise InputError(f"{path}: [amorphous] needs lattice = \"amorphous\" in [system]")
+    if not job.stages:
+        raise InputError(f"{path}: no stage table ({', '.join(STAGE_TABLES)})")
+    return job
+
+
+def load_job(path: str) -> Job:
+    """Parse and validate a TOML job file."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: job file does not exist")
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from None
+    return validate(raw, path)
+
+
+def describe_schema() -> str:
+    """Markdown table of every key (for the README and ``hpcvib run --describe``)."""
+    lines = ["| table | key | default | meaning |", "|---|---|---|---|"]
+    for table, keys in SCHEMA.items():
+        for k, spec in keys.items():
+            default = "required" if spec.default is REQUIRED else repr(spec.default)
+            lines.append(f"| [{table}] | `{k}` | {default} | {spec.doc} |")
+    return "\n".join(lines)

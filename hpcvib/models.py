@@ -1,0 +1,330 @@
+"""Surrogate models on descriptor sums (paper Sec. III–IV, THEORY §6), scikit-learn compatible.
+
+* :class:`BayesianLinearModel` — y = w·x (+ b): Bayesian ridge (evidence-maximised α, λ via
+  scikit-learn) with *our own* predictive standard deviation, exact for a flat prior on the
+  intercept: σ²(x) = 1/α + (x − x̄)ᵀ Σ (x − x̄) + 1/(α n) (scikit-learn's ``return_std`` leaves
+  out the centring and the intercept's variance). Used for S_f = w·ΔD (Eq. 14) and the event
+  models ln(ν*/ν0) = w1·(D_m ⊕ D_s) (Eq. 27), ΔE = w2·(D_m ⊕ D_s) (Eq. 30).
+* :class:`EQMLModel` — S_f = w·ΔD + Tr(W ΔDD) (Eq. 17) fitted in two steps: Bayesian ridge on
+  ΔD, then Bayesian ridge of the residual on the K(K+1)/2 upper-triangle entries of ΔDD
+  (off-diagonal entries doubled, so that the trace is a dot product); 35 + 630 = 665 weights at
+  jmax = 4. ΔD and ΔDD are correlated, so the first step's w absorbs part of the quadratic law
+  and a residual fit on ΔDD alone cannot undo it: by default (``refit_linear=True``) the second
+  step fits the residual on ΔD ⊕ q(ΔDD) and w is the sum of both steps' linear weights — still
+  665 weights, and a known quadratic law is recovered exactly. ``refit_linear=False`` is the
+  paper's literal second step.
+
+Features are scaled column-wise by their root mean square before the fit (the bispectrum
+components span orders of magnitude; one ridge prior per model needs comparable columns); the
+returned ``coef_`` are in the original units.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from .errors import InputError
+
+
+# ------------------------------------------------------------------------------- features
+def quadratic_features(dDD: np.ndarray) -> np.ndarray:
+    """(n, K, K) symmetric ΔDD → (n, K(K+1)/2) with off-diagonal entries doubled:
+    Tr(W ΔDD) = Σ_{a≤b} W_ab q_ab for symmetric W."""
+    dDD = np.asarray(dDD, dtype=float)
+    k = dDD.shape[-1]
+    iu, ju = np.triu_indices(k)
+    factor = np.where(iu == ju, 1.0, 2.0)
+    return dDD[..., iu, ju] * factor
+
+
+def entropy_features(dD: np.ndarray, dDD: np.ndarray | None = None) -> np.ndarray:
+    """Design matrix for S_f: ΔD (linear model) or ΔD ⊕ q(ΔDD) (EQML)."""
+    dD = np.atleast_2d(np.asarray(dD, dtype=float))
+    if dDD is None:
+        return dD
+    return np.hstack([dD, quadratic_features(np.asarray(dDD).reshape(len(dD), dD.shape[1], dD.shape[1]))])
+
+
+def event_features(D_min: np.ndarray, D_saddle: np.ndarray) -> np.ndarray:
+    """D_m ⊕ D_s (Eq. 27, 30): (n, 2K)."""
+    return np.hstack([np.atleast_2d(D_min), np.atleast_2d(D_saddle)])
+
+
+def n_linear_from_width(width: int) -> int:
+    """K such that K + K(K+1)/2 = width (EQML design-matrix width)."""
+    k = int(round((-3 + np.sqrt(9 + 8 * width)) / 2))
+    if k + k * (k + 1) // 2 != width:
+        raise InputError(f"EQML design matrix has {width} columns, not K + K(K+1)/2 for any K")
+    return k
+
+
+# ------------------------------------------------------------------------------- estimators
+class BayesianLinearModel(RegressorMixin, BaseEstimator):
+    """Bayesian ridge y = w·x (+ b) with correct predictive standard deviations."""
+
+    def __init__(self, fit_intercept: bool = False, scale: bool = True, max_iter: int = 300, tol: float = 1e-6):
+        self.fit_intercept = fit_intercept
+        self.scale = scale
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def fit(self, X, y):
+        from sklearn.linear_model import BayesianRidge
+
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=float).ravel()
+        if X.ndim != 2 or len(X) != len(y):
+            raise InputError(f"X must be (n, p) and y (n,), got {X.shape} and {y.shape}")
+        if len(y) < 2:
+            raise InputError("at least two samples are needed to fit")
+        rms = np.sqrt((X ** 2).mean(axis=0)) if self.scale else np.ones(X.shape[1])
+        rms[rms == 0] = 1.0
+        self.scale_ = rms
+        Xs = X / rms
+        br = BayesianRidge(fit_intercept=self.fit_intercept, max_iter=self.max_iter, tol=self.tol,
+                           compute_score=False)
+        br.fit(Xs, y)
+        self.alpha_ = float(br.alpha_)
+        self.lambda_ = float(br.lambda_)
+        self.coef_ = br.coef_ / rms
+        self.intercept_ = float(br.intercept_) if self.fit_intercept else 0.0
+        self.x_mean_ = X.mean(axis=0) if self.fit_intercept else np.zeros(X.shape[1])
+        # posterior covariance of the weights in original units (Σ = (α XcᵀXc + λ I)⁻¹ on scaled X)
+        Xc = Xs - Xs.mean(axis=0) if self.fit_intercept else Xs
+        precision = self.alpha_ * Xc.T @ Xc + self.lambda_ * np.eye(X.shape[1])
+        sigma = np.linalg.inv(precision)
+        self.sigma_ = sigma / np.outer(rms, rms)
+        self.n_samples_ = len(y)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X, return_std: bool = False):
+        X = np.asarray(X, dtype=float)
+        X = X.reshape(1, -1) if X.ndim == 1 else X
+        if X.shape[1] != self.n_features_in_:
+            raise InputError(f"model expects {self.n_features_in_} features, got {X.shape[1]}")
+        mean = X @ self.coef_ + self.intercept_
+        if not return_std:
+            return mean
+        Xc = X - self.x_mean_
+        var = 1.0 / self.alpha_ + np.einsum("ij,jk,ik->i", Xc, self.sigma_, Xc)
+        if self.fit_intercept:
+            var += 1.0 / (self.alpha_ * self.n_samples_)
+        return mean, np.sqrt(var)
+
+    # -- persistence ---------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"class": "BayesianLinearModel", "params": self.get_params(),
+                "arrays": {k: np.asarray(getattr(self, k)) for k in ("coef_", "sigma_", "x_mean_", "scale_")},
+                "scalars": {k: getattr(self, k) for k in ("alpha_", "lambda_", "intercept_", "n_samples_",
+                                                          "n_features_in_")}}
+
+    @classmethod
+    def from_state(cls, state: dict):
+        m = cls(**state["params"])
+        for k, v in state["arrays"].items():
+            setattr(m, k, np.asarray(v))
+        for k, v in state["scalars"].items():
+            setattr(m, k, v)
+        return m
+
+
+class EQMLModel(RegressorMixin, BaseEstimator):
+    """Eq. 17 in two steps on X = ΔD ⊕ q(ΔDD) (see :func:`entropy_features`)."""
+
+    def __init__(self, fit_intercept: bool = False, scale: bool = True, refit_linear: bool = True):
+        self.fit_intercept = fit_intercept
+        self.scale = scale
+        self.refit_linear = refit_linear
+
+    def _second(self, X):
+        return X if self.refit_linear else X[:, self.n_linear_:]
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=float).ravel()
+        k = n_linear_from_width(X.shape[1])
+        self.n_linear_ = k
+        self.linear_ = BayesianLinearModel(self.fit_intercept, self.scale).fit(X[:, :k], y)
+        residual = y - self.linear_.predict(X[:, :k])
+        self.quadratic_ = BayesianLinearModel(False, self.scale).fit(self._second(X), residual)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """(w, upper triangle of W with off-diagonal entries for the doubled features): 665."""
+        k = self.n_linear_
+        q = self.quadratic_.coef_
+        if self.refit_linear:
+            return np.concatenate([self.linear_.coef_ + q[:k], q[k:]])
+        return np.concatenate([self.linear_.coef_, q])
+
+    def predict(self, X, return_std: bool = False):
+        X = np.asarray(X, dtype=float)
+        X = X.reshape(1, -1) if X.ndim == 1 else X
+        if X.shape[1] != self.n_features_in_:
+            raise InputError(f"model expects {self.n_features_in_} features, got {X.shape[1]}")
+        k = self.n_linear_
+        if not return_std:
+            return self.linear_.predict(X[:, :k]) + self.quadratic_.predict(self._second(X))
+        m1, s1 = self.linear_.predict(X[:, :k], return_std=True)
+        m2, s2 = self.quadratic_.predict(self._second(X), return_std=True)
+        # noise: the second step's (the first step's residual is what it models); weight
+        # uncertainties of the two steps added as independent
+        var = s2 ** 2 + (s1 ** 2 - 1.0 / self.linear_.alpha_)
+        return m1 + m2, np.sqrt(var)
+
+    def state(self) -> dict:
+        return {"class": "EQMLModel", "params": self.get_params(), "n_linear_": self.n_linear_,
+                "n_features_in_": self.n_features_in_,
+                "linear_": self.linear_.state(), "quadratic_": self.quadratic_.state()}
+
+    @classmethod
+    def from_state(cls, state: dict):
+        m = cls(**state["params"])
+        m.n_linear_ = int(state["n_linear_"])
+        m.n_features_in_ = int(state["n_features_in_"])
+        m.linear_ = BayesianLinearModel.from_state(state["linear_"])
+        m.quadratic_ = BayesianLinearModel.from_state(state["quadratic_"])
+        return m
+
+
+MODELS = {"linear": BayesianLinearModel, "eqml": EQMLModel}
+TARGETS = {"S_f": "formation entropy S_f (k_B)", "ln_nu": "ln(ν*/1 THz)", "dE": "barrier ΔE (eV)"}
+
+
+def make_model(name: str, target: str):
+    if name not in MODELS:
+        raise InputError(f"unknown model {name!r} (use {', '.join(MODELS)})")
+    if target not in TARGETS:
+        raise InputError(f"unknown target {target!r} (use {', '.join(TARGETS)})")
+    if target != "S_f" and name == "eqml":
+        raise InputError("EQML is a formation-entropy model; event targets use --model linear (Eq. 27, 30)")
+    return MODELS[name]()
+
+
+# ------------------------------------------------------------------------------- errors
+def rmse(y, yhat) -> float:
+    """Eq. 21."""
+    return float(np.sqrt(np.mean((np.asarray(y) - np.asarray(yhat)) ** 2)))
+
+
+def mae(y, yhat) -> float:
+    """Eq. 22."""
+    return float(np.mean(np.abs(np.asarray(y) - np.asarray(yhat))))
+
+
+# ------------------------------------------------------------------------------- learning curves
+def learning_curve(comm, make, X, y, test_fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n_splits: int = 100,
+                   seed: int = 0) -> list[dict]:
+    """Train/test RMSE and MAE over ``n_splits`` random splits per test fraction (Sec. III B).
+
+    Split (f, s) uses the permutation of ``default_rng([seed, f, s])``, whichever rank runs it;
+    splits are dealt round-robin over ``comm`` and gathered, so the result is identical on any
+    number of ranks. ``make()`` returns a fresh estimator. Collective over ``comm``.
+    """
+    from .parallel import collective_call
+
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    jobs = [(fi, s) for fi in range(len(test_fractions)) for s in range(n_splits)]
+
+    def run_mine():
+        out = []
+        for idx in range(comm.rank, len(jobs), comm.size):
+            fi, s = jobs[idx]
+            perm = np.random.default_rng([seed, fi, s]).permutation(n)
+            n_test = min(max(1, int(round(test_fractions[fi] * n))), n - 2)
+            test, train = perm[:n_test], perm[n_test:]
+            model = make().fit(X[train], y[train])
+            out.append((idx, rmse(y[train], model.predict(X[train])), mae(y[train], model.predict(X[train])),
+                        rmse(y[test], model.predict(X[test])), mae(y[test], model.predict(X[test]))))
+        return out
+
+    mine = collective_call(comm, run_mine)
+    rows = sorted(r for part in comm.allgather(mine) for r in part)
+    table = np.array([r[1:] for r in rows]).reshape(len(test_fractions), n_splits, 4)
+    curves = []
+    for fi, p in enumerate(test_fractions):
+        t = table[fi]
+        curves.append({"test_fraction": float(p), "n_splits": n_splits,
+                       "train_rmse": float(t[:, 0].mean()), "train_rmse_std": float(t[:, 0].std()),
+                       "train_mae": float(t[:, 1].mean()), "train_mae_std": float(t[:, 1].std()),
+                       "test_rmse": float(t[:, 2].mean()), "test_rmse_std": float(t[:, 2].std()),
+                       "test_mae": float(t[:, 3].mean()), "test_mae_std": float(t[:, 3].std())})
+    return curves
+
+
+# ------------------------------------------------------------------------------- persistence
+class SavedModel:
+    """A fitted model with what it needs to be used safely: target, descriptor settings,
+    potential name and hash, training summary."""
+
+    def __init__(self, model, target: str, kind: str, descriptor_settings: dict, potential: str,
+                 potential_sha256: str, summary: dict | None = None):
+        self.model = model
+        self.target = target
+        self.kind = kind
+        self.descriptor_settings = descriptor_settings
+        self.potential = potential
+        self.potential_sha256 = potential_sha256
+        self.summary = summary or {}
+
+    def save(self, path: str) -> None:
+        """JSON (portable, human-readable); written atomically."""
+        from .fileio import atomic_output
+
+        def encode(obj):
+            if isinstance(obj, dict):
+                return {k: encode(v) for k, v in obj.items()}
+            if isinstance(obj, np.ndarray):
+                return {"__array__": obj.tolist(), "shape": list(obj.shape)}
+            if isinstance(obj, np.generic):
+                return obj.item()
+            return obj
+
+        doc = {"format": "hpcvib-model-1", "target": self.target, "kind": self.kind,
+               "descriptor_settings": self.descriptor_settings, "potential": self.potential,
+               "potential_sha256": self.potential_sha256, "summary": encode(self.summary),
+               "state": encode(self.model.state())}
+        with atomic_output(path) as tmp:
+            with open(tmp, "w") as fh:
+                json.dump(doc, fh)
+
+    @classmethod
+    def load(cls, path: str) -> "SavedModel":
+        def decode(obj):
+            if isinstance(obj, dict):
+                if "__array__" in obj:
+                    return np.asarray(obj["__array__"], dtype=float).reshape(obj["shape"])
+                return {k: decode(v) for k, v in obj.items()}
+            return obj
+
+        try:
+            with open(path) as fh:
+                doc = json.load(fh)
+        except FileNotFoundError:
+            raise InputError(f"{path}: model file does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not a model file ({exc})") from None
+        if doc.get("format") != "hpcvib-model-1":
+            raise InputError(f"{path}: not an hpcvib model file")
+        state = decode(doc["state"])
+        model = {"BayesianLinearModel": BayesianLinearModel, "EQMLModel": EQMLModel}[state["class"]].from_state(state)
+        return cls(model, doc["target"], doc["kind"], doc["descriptor_settings"], doc["potential"],
+                   doc["potential_sha256"], decode(doc["summary"]))
+
+    def check_compatible(self, settings: dict, potential_sha256: str | None, source: str) -> None:
+        """Refuse to predict with descriptors computed differently from the training ones."""
+        for k in ("jmax", "rcut", "full", "rfac0", "weights"):
+            if self.descriptor_settings.get(k) != settings.get(k):
+                raise InputError(f"{source}: descriptor setting {k} = {settings.get(k)!r} differs from the "
+                                 f"model's {self.descriptor_settings.get(k)!r}")
+        if potential_sha256 is not None and potential_sha256 != self.potential_sha256:
+            raise InputError(f"{source}: potential differs from the one the model was trained on "
+                             f"({self.potential}, sha256 {self.potential_sha256[:12]}…)")

@@ -1,0 +1,562 @@
+"""``hpcvib run JOB.toml``: generate → relax (+ strain) → thermo → descriptors → fit → report.
+
+Every stage is a list of tasks (one configuration each) farmed over rank groups
+(:mod:`hpcvib.farm`); every task writes its own record atomically (:mod:`hpcvib.database`), so a
+killed job resumes where it stopped and a rerun of a finished job does nothing. A configuration
+that fails (no convergence, not a minimum) gets a ``failed`` record with the reason and is not
+used downstream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from . import __version__
+from .database import Database, Record, atoms_from_record, structure_data
+from .errors import ConvergenceError, InputError, NotAMinimumError
+from .farm import run_tasks
+from .log import get_logger, per_task_detail_at_debug
+from .parallel import root_only
+
+#: job tables whose values change results; a database remembers them and refuses others
+RESULT_TABLES = ("system", "generate", "amorphous", "relax", "thermo", "descriptors", "saddles")
+
+
+def strain_key(strain: float) -> str:
+    return f"{strain:+.4f}"
+
+
+def lattice_fingerprint(atoms, a0: float, n_top: int = 64) -> np.ndarray:
+    """Sorted (descending) distances (Å) of the atoms from their nearest site of the perfect
+    bcc lattice of parameter ``a0``, after removing the rigid translation (the median offset; a
+    relaxation from randomised positions drifts along the zero modes) — the ``n_top`` largest.
+    Invariant under the lattice's symmetry operations and translations, so symmetry-equivalent
+    relaxed defects coincide."""
+
+    def offsets(x):
+        even = 2.0 * np.rint(x / 2.0)
+        odd = 2.0 * np.floor(x / 2.0) + 1.0
+        use_even = np.linalg.norm(x - even, axis=1) <= np.linalg.norm(x - odd, axis=1)
+        return x - np.where(use_even[:, None], even, odd)
+
+    x = atoms.positions / (a0 / 2.0)
+    x = x - np.median(offsets(x), axis=0)
+    d = np.linalg.norm(offsets(x), axis=1) * a0 / 2.0
+    return np.sort(d)[::-1][:n_top]
+
+
+def find_duplicates(entries, energy_tol: float, fingerprint_tol: float) -> dict:
+    """{duplicate key: original key} for (key, n_atoms, energy, fingerprint) entries; the first
+    entry (in the given order) of every equivalence class is the original."""
+    originals: list = []
+    dup = {}
+    for key, n, e, fp in entries:
+        for okey, on, oe, ofp in originals:
+            if n == on and abs(e - oe) < energy_tol and len(fp) == len(ofp) and np.abs(fp - ofp).max() < fingerprint_tol:
+                dup[key] = okey
+                break
+        else:
+            originals.append((key, n, e, fp))
+    return dup
+
+
+class Pipeline:
+    """One job on ``comm``: ``Pipeline(comm, job).run()``."""
+
+    def __init__(self, comm, job, database: str | None = None):
+        from .potentials import lattice_constant, load_potential
+
+        self.comm = comm
+        self.job = job
+        self.log = get_logger("run")
+        self.db = Database(database or job["job"]["database"])
+        self.pot = load_potential(job["system"]["potential"])
+        sysj = job["system"]
+        self.a0 = float(sysj["a0"]) or (root_only(comm, lattice_constant, self.pot, "bcc")
+                                        if sysj["lattice"] == "bcc" else 0.0)
+        self.n = int(sysj["cell"])
+        self.group_size = int(job["job"]["group_size"])
+        self.timings: dict = {}
+
+    # ---------------------------------------------------------------- driver
+    def run(self) -> dict:
+        root_only(self.comm, self._open_database)
+        for stage in self.job.stages:
+            t = time.perf_counter()
+            self.log.info("== stage %s ==", stage)
+            getattr(self, f"stage_{stage}")()
+            self.timings[stage] = time.perf_counter() - t
+            self.log.info("stage %s finished in %.1f s", stage, self.timings[stage])
+        root_only(self.comm, self._record_run)
+        return self.timings
+
+    def _parameters(self) -> dict:
+        return {t: self.job[t] for t in RESULT_TABLES}
+
+    def _open_database(self) -> None:
+        folder = os.path.dirname(self.db.path)
+        os.makedirs(folder, exist_ok=True)
+        params = self._parameters()
+        if self.db.exists():
+            stored = self.db.provenance().get("parameters", {})
+            for table in RESULT_TABLES:
+                for k, v in params[table].items():
+                    old = stored.get(table, {}).get(k, v)
+                    if old != v and table in self.job.stages + ("system",):
+                        raise InputError(f"{self.job.path}: [{table}] {k} = {v!r}, but {self.db.path} was built "
+                                         f"with {old!r}; use a new database or the old value")
+        self.db.create({"hpcvib_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "potential": self.pot.name, "potential_sha256": self.pot.sha256,
+                        "a0": self.a0, "parameters": params, "job_name": self.job["job"]["name"]})
+
+    def _record_run(self) -> None:
+        self.db.add_run({"job": self.job.path, "ranks": self.comm.size, "group_size": self.group_size,
+                         "stages": list(self.job.stages), "seconds": self.timings,
+                         "hpcvib_version": __version__})
+        self.db.merge()
+
+    def _merge(self) -> None:
+        self.comm.Barrier()
+        root_only(self.comm, self.db.merge)
+
+    def _farm(self, tasks, work, what) -> None:
+        if tasks:
+            with per_task_detail_at_debug("hessian", "spectral", "thermo", "descriptors", "saddle"):
+                run_tasks(self.comm, tasks, work, self.group_size, what)
+        self._merge()
+
+    def _write(self, group, record: Record) -> None:
+        if group.rank == 0:
+            self.db.write(record)
+
+    # ---------------------------------------------------------------- generate
+    def stage_generate(self) -> None:
+        root_only(self.comm, self._generate)
+        self._merge()
+
+    def _generate(self) -> None:
+        from .defects import build_defect, generate
+
+        g = self.job["generate"]
+        specs = generate(g["vacancies"], g["interstitials"], g["orientations"], g["crowdions"],
+                         g["shell_radius"], g["variants"], g["max_shapes"])
+        done = self.db.completed("generate")
+        todo = [s for s in specs if s.key not in done]
+        self.log.info("generate: %d configurations (%d already in the database)", len(specs), len(specs) - len(todo))
+        for spec in todo:
+            atoms = build_defect(spec, self.n, self.a0, self.job["system"]["symbol"], self.job["job"]["seed"],
+                                 g["displacement"], g["displacement_radius"])
+            attrs = dict(spec.labels(), strain=0.0, parent="", n_atoms=len(atoms), status="ok")
+            self.db.write(Record("configs", spec.key, "generate", attrs, structure_data(atoms)))
+
+    # ---------------------------------------------------------------- relax
+    def stage_relax(self) -> None:
+        r = self.job["relax"]
+        base = self._keys_with("generate", lambda rec: rec.attrs.get("parent", "") == "")
+        todo = sorted(set(base) - self.db.completed("relax"))
+        self.log.info("relax: %d unstrained configurations to relax (%d done)", len(todo), len(base) - len(todo))
+        self._farm(todo, self._relax_task, "relax")
+        root_only(self.comm, self._mark_duplicates)
+        self._merge()
+        strains = [float(s) for s in r["strains"] if abs(float(s)) > 0.0]
+        unique = self._keys_with("relax", lambda rec: rec.ok and rec.attrs.get("parent", "") == "")
+        strained = [(k, s) for k in sorted(unique) for s in strains]
+        done = self.db.completed("relax")
+        todo = [(k, s) for k, s in strained if f"{k}@{strain_key(s)}" not in done]
+        self.log.info("relax: %d strained configurations to relax (%d done)", len(todo), len(strained) - len(todo))
+        self._farm(todo, self._strain_task, "relax strained")
+
+    def _keys_with(self, stage: str, predicate) -> list:
+        def scan():
+            return sorted(k for k, st in self.db.read("configs", stage).items() if predicate(st[stage]))
+        return root_only(self.comm, scan)
+
+    def _relax(self, atoms):
+        from .saddle import relax
+
+        r = self.job["relax"]
+        t = time.perf_counter()
+        try:
+            out = relax(atoms, self.pot, fmax=r["fmax"], steps=r["max_steps"], refine=r["newton"])
+        except ConvergenceError as exc:
+            return None, {"status": "failed", "reason": f"relaxation: {exc}", "seconds": time.perf_counter() - t}
+        ev = self.pot.evaluate(out)
+        fmax = float(np.linalg.norm(ev.forces, axis=1).max())
+        attrs = {"status": "ok", "energy_eV": ev.energy, "max_force_eV_A": fmax, "seconds": time.perf_counter() - t}
+        return out, attrs
+
+    def _relax_record(self, key, gen_attrs, atoms, attrs, strain) -> Record:
+        data = {}
+        if atoms is not None:
+            data = structure_data(atoms)
+            data["fingerprint"] = lattice_fingerprint(atoms, self.a0 * (1.0 + strain))
+        attrs = dict(attrs, parent=gen_attrs.get("parent", ""), strain=strain)
+        return Record("configs", key, "relax", attrs, data)
+
+    def _relax_task(self, group, key) -> None:
+        """Relax an unstrained configuration; one exact inertia (sparse LDLᵀ on the group) tells
+        a minimum from a saddle that symmetric starting positions often relax into: the latter
+        is recorded as failed (its strained copies would be saddles too)."""
+        from .hessian import assemble_hessian
+        from .spectral import log_pseudo_determinant
+
+        def work():
+            gen = self.db.read_record("configs", key, "generate")
+            atoms, attrs = self._relax(atoms_from_record(gen))
+            return self._relax_record(key, gen.attrs, atoms, attrs, 0.0)
+        rec = root_only(group, work)
+        if rec.ok:
+            t = time.perf_counter()
+            n_negative = log_pseudo_determinant(assemble_hessian(group, atoms_from_record(rec), self.pot)).n_negative
+            rec.attrs["seconds"] += time.perf_counter() - t
+            rec.attrs["n_negative"] = n_negative
+            if n_negative:
+                rec.attrs.update(status="failed", reason=f"relaxed to a stationary point with {n_negative} "
+                                                         "negative eigenvalue(s) of D, not a minimum")
+        rec.attrs["ranks"] = group.size
+        self._write(group, rec)
+
+    def _strain_task(self, group, task) -> None:
+        from .structures import apply_isotropic_strain
+
+        parent, strain = task
+        key = f"{parent}@{strain_key(strain)}"
+
+        def work():
+            gen = self.db.read_record("configs", parent, "generate")
+            rel = self.db.read_record("configs", parent, "relax")
+            start = apply_isotropic_strain(atoms_from_record(rel), strain)
+            attrs = dict(gen.attrs, key=key, parent=parent, strain=strain, variant=gen.attrs["variant"])
+            atoms, rattrs = self._relax(start)
+            return (Record("configs", key, "generate", attrs, structure_data(start)),
+                    self._relax_record(key, attrs, atoms, rattrs, strain))
+        records = root_only(group, work)
+        for rec in records:
+            rec.attrs["ranks"] = group.size
+            self._write(group, rec)
+
+    def _mark_duplicates(self) -> None:
+        r = self.job["relax"]
+        relaxed = self.db.read("configs", "relax")
+        entries = [(k, len(st["relax"].data["positions"]), st["relax"].attrs["energy_eV"], st["relax"].data["fingerprint"])
+                   for k, st in sorted(relaxed.items())
+                   if st["relax"].ok and st["relax"].attrs.get("parent", "") == ""]
+        dups = find_duplicates(entries, r["duplicate_energy_tol"], r["duplicate_fingerprint_tol"])
+        for key, original in dups.items():
+            rec = relaxed[key]["relax"]
+            rec.attrs.update(status="duplicate", duplicate_of=original)
+            self.db.write(rec)
+        self.log.info("relax: %d duplicates of other minima removed, %d distinct minima",
+                      len(dups), len(entries) - len(dups))
+
+    # ---------------------------------------------------------------- thermo
+    def _reference_atoms(self, strain: float):
+        from .structures import bcc_supercell
+
+        return bcc_supercell(self.n, self.a0, self.job["system"]["symbol"], strain=strain)
+
+    def _strains(self) -> list:
+        return sorted({0.0} | {float(s) for s in self.job["relax"]["strains"]})
+
+    def stage_thermo(self) -> None:
+        refs = [strain_key(s) for s in self._strains()]
+        todo = sorted(set(refs) - self.db.completed("thermo", "references"))
+        self._farm([float(k) for k in todo], self._reference_thermo_task, "thermo references")
+        configs = self._keys_with("relax", lambda rec: rec.ok)
+        todo = sorted(set(configs) - self.db.completed("thermo"))
+        self.log.info("thermo: %d configurations (%d done)", len(todo), len(configs) - len(todo))
+        self._farm(todo, self._thermo_task, "thermo")
+
+    def _analyse(self, group, atoms, label):
+        from .thermo import analyse_structure
+
+        return analyse_structure(group, atoms, self.pot, label, n_modes=self.job["thermo"]["modes"],
+                                 expect="minimum")
+
+    def _reference_thermo_task(self, group, strain) -> None:
+        t = time.perf_counter()
+        atoms = self._reference_atoms(strain)
+        res = self._analyse(group, atoms, f"perfect cell, strain {strain:+g}")
+        attrs = {"status": "ok", "strain": strain, "n_atoms": len(atoms), "energy_eV": res.energy,
+                 "ln_det_prime": res.ln_det_prime, "seconds": time.perf_counter() - t}
+        data = dict(structure_data(atoms), lowest_eigenvalues=res.lowest_eigenvalues)
+        self._write(group, Record("references", strain_key(strain), "thermo", attrs, data))
+
+    def _thermo_task(self, group, key) -> None:
+        from .thermo import formation_entropy, vibrational_entropy
+
+        t = time.perf_counter()
+        rel = root_only(group, self.db.read_record, "configs", key, "relax")
+        strain = float(rel.attrs["strain"])
+        ref = root_only(group, self.db.read_record, "references", strain_key(strain), "thermo")
+        try:
+            res = self._analyse(group, atoms_from_record(rel), key)
+        except NotAMinimumError as exc:  # raised on every rank of the group
+            attrs = {"strain": strain, "status": "failed", "reason": str(exc)}
+            lowest = np.zeros(0)
+        else:
+            lowest = res.lowest_eigenvalues
+            n, nb = res.n_atoms, int(ref.attrs["n_atoms"])
+            s_f, conv = formation_entropy(res.ln_det_prime, n, ref.attrs["ln_det_prime"], nb)
+            attrs = {"strain": strain, "status": "ok", "n_negative": res.n_negative, "ln_det_prime": res.ln_det_prime,
+                     "energy_eV": res.energy, "pinned_atom": res.pinned_atom, "S_f_kB": s_f, "S_f_convention": conv,
+                     "E_f_eV": res.energy - n / nb * ref.attrs["energy_eV"]}
+            temperature = float(self.job["thermo"]["temperature"])
+            if temperature > 0:
+                s_t, conv_t = formation_entropy(res.ln_det_prime, n, ref.attrs["ln_det_prime"], nb, temperature)
+                attrs.update(S_f_T_kB=s_t, S_f_T_convention=conv_t,
+                             S_vib_kB=vibrational_entropy(res.ln_det_prime, n, temperature))
+        attrs.update(seconds=time.perf_counter() - t, ranks=group.size)
+        self._write(group, Record("configs", key, "thermo", attrs, {"lowest_eigenvalues": lowest}))
+
+    # ---------------------------------------------------------------- descriptors
+    def descriptor_settings(self):
+        from .descriptors import DEFAULT_RCUT, DescriptorSettings
+
+        d = self.job["descriptors"]
+        rcut = float(d["rcut"]) or DEFAULT_RCUT.get(self.pot.name, 5.0)
+        return DescriptorSettings(jmax=float(d["jmax"]), rcut=rcut, full=bool(d["full"]))
+
+    def stage_descriptors(self) -> None:
+        refs = [strain_key(s) for s in self._strains()]
+        todo = sorted(set(refs) - self.db.completed("descriptors", "references"))
+        self._farm([float(k) for k in todo], self._reference_descriptor_task, "descriptors references")
+        ok_thermo = set(self._keys_with("thermo", lambda rec: rec.ok)) if "thermo" in self.job.stages else None
+        configs = [k for k in self._keys_with("relax", lambda rec: rec.ok) if ok_thermo is None or k in ok_thermo]
+        todo = sorted(set(configs) - self.db.completed("descriptors"))
+        self.log.info("descriptors: %d configurations (%d done)", len(todo), len(configs) - len(todo))
+        self._farm(todo, self._descriptor_task, "descriptors")
+
+    def _reference_descriptor_task(self, group, strain) -> None:
+        from .descriptors import descriptor_sums
+
+        t = time.perf_counter()
+        settings = self.descriptor_settings()
+        sums = descriptor_sums(group, self._reference_atoms(strain), settings)
+        attrs = {"status": "ok", "strain": strain, "n_atoms": sums.n_atoms, "settings": settings.as_dict(),
+                 "seconds": time.perf_counter() - t}
+        self._write(group, Record("references", strain_key(strain), "descriptors", attrs, {"D": sums.D, "DD": sums.DD}))
+
+    def _descriptor_task(self, group, key) -> None:
+        from .descriptors import descriptor_sums
+
+        t = time.perf_counter()
+        settings = self.descriptor_settings()
+        rel = root_only(group, self.db.read_record, "configs", key, "relax")
+        strain = float(rel.attrs["strain"])
+        ref = root_only(group, self.db.read_record, "references", strain_key(strain), "descriptors")
+        sums = descriptor_sums(group, atoms_from_record(rel), settings, keep_per_atom=self.job["descriptors"]["per_atom"])
+        ratio = sums.n_atoms / ref.attrs["n_atoms"]
+        data = {"D": sums.D, "DD": sums.DD, "dD": sums.D - ratio * ref.data["D"], "dDD": sums.DD - ratio * ref.data["DD"]}
+        if sums.per_atom is not None:
+            data["per_atom"] = sums.per_atom
+        attrs = {"status": "ok", "strain": strain, "settings": settings.as_dict(), "seconds": time.perf_counter() - t,
+                 "ranks": group.size}
+        self._write(group, Record("configs", key, "descriptors", attrs, data))
+
+    # ---------------------------------------------------------------- amorphous inherent states
+    def stage_amorphous(self) -> None:
+        a = self.job["amorphous"]
+        keys = [f"aSi{a['n_atoms']}-q{i:03d}" for i in range(a["samples"])]
+        todo = sorted(set(keys) - self.db.completed("relax"))
+        self.log.info("amorphous: %d melt-quench samples to make (%d done)", len(todo), len(keys) - len(todo))
+        self._farm(todo, self._amorphous_task, "melt-quench")
+
+    def _amorphous_task(self, group, key) -> None:
+        from .amorphous import melt_quench, starting_cell, structure_report
+
+        a = self.job["amorphous"]
+        index = int(key.rsplit("q", 1)[1])
+
+        def work():
+            t = time.perf_counter()
+            start = starting_cell(a["n_atoms"], a["density"], self.job["system"]["symbol"],
+                                  seed=self.job["job"]["seed"] * 100003 + index)
+            quenched, history = melt_quench(start, self.pot, seed=self.job["job"]["seed"] * 100003 + index,
+                                            t_melt=a["t_melt"], melt_ps=a["melt_ps"], t_anneal=a["t_anneal"],
+                                            cool_ps=a["cool_ps"], anneal_ps=a["anneal_ps"],
+                                            timestep_fs=a["timestep_fs"])
+            report = structure_report(quenched, self.pot, a["bond_cutoff"])
+            ev = self.pot.evaluate(quenched)
+            labels = {"key": key, "kind": "A", "size": a["n_atoms"], "motif": "amorphous", "variant": index,
+                      "shape_index": index, "strain": 0.0, "parent": "", "status": "ok"}
+            gen = Record("configs", key, "generate", dict(labels, history=history), structure_data(start))
+            rel = Record("configs", key, "relax", {"status": "ok", "parent": "", "strain": 0.0, "energy_eV": ev.energy,
+                                                   "max_force_eV_A": float(np.linalg.norm(ev.forces, axis=1).max()),
+                                                   "structure_report": report, "seconds": time.perf_counter() - t},
+                         structure_data(quenched))
+            self.log.info("%s: E/N = %.4f eV, coordination defects %d, bond angles %.1f ± %.1f°", key,
+                          report["energy_eV_per_atom"], report["coordination_defects"],
+                          report["bond_angle_mean_deg"], report["bond_angle_std_deg"])
+            return gen, rel
+        for rec in root_only(group, work):
+            rec.attrs["ranks"] = group.size
+            self._write(group, rec)
+
+    # ---------------------------------------------------------------- saddle searches
+    def stage_saddles(self) -> None:
+        n = self.job["saddles"]["searches"]
+        minima = self._keys_with("relax", lambda rec: rec.ok and rec.attrs.get("parent", "") == "")
+        tasks = [(m, i) for m in minima for i in range(n)]
+        done = self.db.completed("event", "events")
+        todo = [t for t in tasks if f"{t[0]}-e{t[1]:04d}" not in done]
+        self.log.info("saddles: %d searches from %d minima (%d done)", len(todo), len(minima), len(tasks) - len(todo))
+        self._farm(todo, self._saddle_task, "saddle searches")
+        root_only(self.comm, self._mark_duplicate_events)
+        self._merge()
+
+    def artn_settings(self):
+        from .artn import ArtnSettings
+
+        sj = self.job["saddles"]
+        return ArtnSettings(fmax=sj["fmax"], newton=sj["newton"], activation_radius=sj["activation_radius"],
+                            initial_displacement=sj["initial_displacement"],
+                            eigenvalue_threshold=sj["eigenvalue_threshold"],
+                            max_activation_steps=sj["max_activation_steps"],
+                            max_convergence_steps=sj["max_convergence_steps"])
+
+    def _saddle_task(self, group, task) -> None:
+        import zlib
+
+        from .artn import SaddleSearch
+        from .descriptors import descriptor_sums
+
+        minimum_key, index = task
+        key = f"{minimum_key}-e{index:04d}"
+        rel = root_only(group, self.db.read_record, "configs", minimum_key, "relax")
+        minimum = atoms_from_record(rel)
+        seed = zlib.crc32(f"{self.job['job']['seed']}:{key}".encode())
+        res = SaddleSearch(group, self.pot, self.artn_settings()).search(minimum, seed=seed)
+        attrs = {"status": res.status, "minimum": minimum_key, "strain": float(rel.attrs.get("strain", 0.0)),
+                 **{k: v for k, v in res.summary().items() if isinstance(v, (int, float, str)) and k != "status"},
+                 "counts": res.counts, "energies": res.energies, "ranks": group.size}
+        data = {}
+        if res.status == "ok":
+            settings = self.descriptor_settings()
+            d_min = descriptor_sums(group, minimum, settings)
+            d_sad = descriptor_sums(group, res.saddle, settings)
+            attrs.update(nu_THz=float(np.exp(res.ln_nu_THz)), settings=settings.as_dict())
+            data = {"saddle_positions": res.saddle.positions, "final_positions": res.final.positions,
+                    "D_min": d_min.D, "D_saddle": d_sad.D}
+        self._write(group, Record("events", key, "event", attrs, data))
+
+    def _mark_duplicate_events(self) -> None:
+        from .artn import duplicate_events
+
+        sj = self.job["saddles"]
+        events = self.db.read("events", "event")
+        by_minimum: dict = {}
+        for key, st in sorted(events.items()):
+            ev = st["event"]
+            if ev.ok:
+                by_minimum.setdefault(ev.attrs["minimum"], []).append(
+                    (key, ev.attrs["delta_E_eV"], ev.attrs["max_displacement_A"]))
+        n_dup = 0
+        for entries in by_minimum.values():
+            for key, original in duplicate_events(entries, sj["duplicate_energy_tol"],
+                                                  sj["duplicate_displacement_tol"]).items():
+                rec = events[key]["event"]
+                rec.attrs.update(status="duplicate", duplicate_of=original)
+                self.db.write(rec)
+                n_dup += 1
+        n_ok = sum(len(v) for v in by_minimum.values()) - n_dup
+        self.log.info("saddles: %d distinct connected events, %d duplicates removed", n_ok, n_dup)
+        if sj["add_final_minima"]:
+            self._add_final_minima(events)
+
+    def _add_final_minima(self, events) -> None:
+        """Distinct final minima of the events become configurations (key ``<event>-final``,
+        parent = the initial minimum), unless they duplicate a minimum already in the database
+        (energy + lattice fingerprint for bcc hosts); later stages then treat them like any other."""
+        r = self.job["relax"]
+        relaxed = self.db.read("configs", "relax")
+        known = [(k, len(st["relax"].data["positions"]), st["relax"].attrs["energy_eV"], st["relax"].data["fingerprint"])
+                 for k, st in sorted(relaxed.items()) if st["relax"].ok and "fingerprint" in st["relax"].data]
+        added = 0
+        for key, st in sorted(events.items()):
+            ev = st["event"]
+            if ev.attrs.get("status") != "ok" or f"{key}-final" in relaxed:
+                continue
+            parent = self.db.read_record("configs", ev.attrs["minimum"], "relax")
+            final = atoms_from_record(parent)
+            final.positions = ev.data["final_positions"]
+            fp = lattice_fingerprint(final, self.a0) if self.a0 else np.zeros(0)
+            entry = (f"{key}-final", len(final), ev.attrs["energies"]["final"], fp)
+            if self.a0 and find_duplicates(known + [entry], r["duplicate_energy_tol"], r["duplicate_fingerprint_tol"]):
+                continue
+            known.append(entry)
+            gen = self.db.read_record("configs", ev.attrs["minimum"], "generate")
+            labels = dict(gen.attrs, key=entry[0], motif="artn", parent="", event=key, strain=0.0)
+            self.db.write(Record("configs", entry[0], "generate", labels, structure_data(final)))
+            data = dict(structure_data(final), fingerprint=fp)
+            self.db.write(Record("configs", entry[0], "relax", {"status": "ok", "parent": "", "strain": 0.0,
+                                                                "energy_eV": entry[2], "from_event": key}, data))
+            added += 1
+        self.log.info("saddles: %d new distinct minima added as configurations", added)
+
+    # ---------------------------------------------------------------- fit and report
+    def stage_fit(self) -> None:
+        from .training import fit_database_models
+
+        fit_database_models(self.comm, self.db, self.job, self.pot)
+
+    def stage_report(self) -> None:
+        from .report import write_report
+
+        path = root_only(self.comm, write_report, self.db, self.job)
+        self.log.info("report: %s", path)
+
+
+def summary_rows(db: Database) -> dict:
+    """Counts per stage and status, failure reasons, and throughput (configurations per
+    core-hour per stage, from the per-task wall times and group sizes)."""
+    configs = db.read("configs")
+    counts: dict = {}
+    reasons: dict = {}
+    seconds: dict = {}
+    for key, stages in configs.items():
+        for st, rec in stages.items():
+            status = rec.attrs.get("status", "ok")
+            counts.setdefault(st, {}).setdefault(status, 0)
+            counts[st][status] += 1
+            if status == "failed":
+                reasons[key] = f"{st}: {rec.attrs.get('reason', '?')}"
+            if "seconds" in rec.attrs:
+                seconds.setdefault(st, []).append(float(rec.attrs["seconds"]) * int(rec.attrs.get("ranks", 1)))
+    prov = db.provenance()
+    return {"database": db.path, "potential": prov.get("potential"), "hpcvib_version": prov.get("hpcvib_version"),
+            "counts": counts, "failures": reasons,
+            "mean_task_core_seconds": {st: float(np.mean(v)) for st, v in seconds.items()},
+            "configs_per_core_hour": (3600.0 / sum(float(np.mean(seconds[st])) for st in ("relax", "thermo", "descriptors"))
+                                      if all(st in seconds for st in ("relax", "thermo", "descriptors")) else None),
+            "runs": prov.get("runs", [])}
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"database {summary['database']} (potential {summary['potential']}, hpcvib {summary['hpcvib_version']})",
+             f"{'stage':<12} {'ok':>7} {'failed':>7} {'duplicate':>9} {'core-s/task':>11} {'per core-hour':>14}"]
+    for st in ("generate", "relax", "thermo", "descriptors"):
+        c = summary["counts"].get(st, {})
+        sec = summary["mean_task_core_seconds"].get(st)
+        rate = f"{3600.0 / sec:14.0f}" if sec else f"{'-':>14}"
+        lines.append(f"{st:<12} {c.get('ok', 0):>7} {c.get('failed', 0):>7} {c.get('duplicate', 0):>9} "
+                     f"{(f'{sec:11.2f}' if sec else f'{chr(45):>11}')} {rate}")
+    if summary.get("configs_per_core_hour"):
+        lines.append(f"relax + thermo + descriptors: {summary['configs_per_core_hour']:.0f} configurations per core-hour")
+    if summary["failures"]:
+        lines.append("failures:")
+        lines += [f"  {k}: {v}" for k, v in sorted(summary["failures"].items())[:20]]
+        if len(summary["failures"]) > 20:
+            lines.append(f"  ... {len(summary['failures']) - 20} more")
+    for run in summary["runs"]:
+        secs = ", ".join(f"{k} {v:.1f} s" for k, v in (run.get("seconds") or {}).items())
+        lines.append(f"run: {run.get('job')} on {run.get('ranks')} rank(s): {secs}")
+    return "\n".join(lines)
+
+
+def to_json(obj) -> str:
+    return json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o), indent=1)

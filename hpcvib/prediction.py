@@ -1,0 +1,131 @@
+"""O(N) prediction with a saved surrogate model (``hpcvib predict``).
+
+S_f of a defect cell: descriptors of the cell and of its perfect reference (same cell shape,
+built automatically for bcc or given), ΔD = D − (N/N_b) D_b, ΔDD likewise (THEORY §6), then the
+model. ln ν* and ΔE of an event: D_m ⊕ D_s of a minimum and a saddle (Eq. 27, 30).
+Descriptor sums are computed over all ranks of ``comm`` (each rank its own atoms, then reduced).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .errors import InputError
+
+
+def settings_from_model(saved, jmax=None, rcut=None, full=None):
+    """DescriptorSettings of the model, with explicit overrides (checked against the model by
+    :meth:`SavedModel.check_compatible`)."""
+    from .descriptors import DescriptorSettings
+
+    d = saved.descriptor_settings
+    settings = DescriptorSettings(jmax=float(d["jmax"] if jmax is None else jmax),
+                                  rcut=float(d["rcut"] if rcut is None else rcut),
+                                  full=bool(d["full"] if full is None else full),
+                                  rfac0=float(d["rfac0"]), weights=d.get("weights") or None)
+    return settings
+
+
+def primitive_reference(reference, reps: int = 2):
+    """A perfect bcc cell of ``reps``³ conventional cells with the lattice parameter of the bcc
+    supercell ``reference``. Every atom of a perfect Bravais crystal has the same environment
+    (periodic images included), so D_b/N_b and DD_b/N_b — all that ΔD and ΔDD need — are the same
+    for any supercell: the reference costs O(1) instead of O(N)."""
+    from .structures import bcc_supercell
+
+    cell = np.asarray(reference.get_cell())
+    n = round((len(reference) / 2) ** (1 / 3))
+    if 2 * n ** 3 != len(reference) or np.abs(cell - np.diag(np.diag(cell))).max() > 1e-9 \
+            or np.ptp(np.diag(cell)) > 1e-9 * cell[0, 0]:
+        return reference
+    small = bcc_supercell(reps, cell[0, 0] / n, reference.get_chemical_symbols()[0])
+    small.set_masses(np.full(len(small), reference.get_masses()[0]))
+    return small
+
+
+def per_atom_contributions(model, per_atom: np.ndarray, D_bulk: np.ndarray, n_bulk: int) -> np.ndarray:
+    """w·(D^i − D_b/N_b) per atom for the linear S_f model: they sum to w·ΔD."""
+    return (per_atom - D_bulk / n_bulk) @ model.coef_
+
+
+def predict_entropy(comm, saved, atoms, reference, settings, per_atom: bool = False) -> dict:
+    """S_f ± std of one cell (and per-atom contributions when asked, linear model only)."""
+    from .descriptors import descriptor_sums
+    from .models import entropy_features
+
+    t = time.perf_counter()
+    keep = per_atom and saved.kind == "linear"
+    d = descriptor_sums(comm, atoms, settings, keep_per_atom=keep)
+    b = descriptor_sums(comm, reference, settings)
+    ratio = len(atoms) / len(reference)
+    X = entropy_features(d.D - ratio * b.D, (d.DD - ratio * b.DD)[None] if saved.kind == "eqml" else None)
+    mean, std = saved.model.predict(X, return_std=True)
+    out = {"target": "S_f", "prediction": float(mean[0]), "std": float(std[0]), "n_atoms": len(atoms),
+           "seconds": time.perf_counter() - t}
+    if keep:
+        out["per_atom"] = per_atom_contributions(saved.model, d.per_atom, b.D, len(reference))
+    return out
+
+
+def predict_event(comm, saved, minimum, saddle, settings) -> dict:
+    from .descriptors import descriptor_sums
+    from .models import event_features
+
+    t = time.perf_counter()
+    X = event_features(descriptor_sums(comm, minimum, settings).D, descriptor_sums(comm, saddle, settings).D)
+    mean, std = saved.model.predict(X, return_std=True)
+    return {"target": saved.target, "prediction": float(mean[0]), "std": float(std[0]), "n_atoms": len(minimum),
+            "seconds": time.perf_counter() - t}
+
+
+def predict_structures(comm, args) -> list[dict]:
+    """The ``predict`` command: rows of {structure, target, prediction, std, seconds}."""
+    from .cli import load_structures
+    from .models import SavedModel
+    from .parallel import root_only
+    from .thermo import perfect_bcc_reference
+
+    saved = root_only(comm, SavedModel.load, args.model)
+    settings = settings_from_model(saved, getattr(args, "jmax", None), getattr(args, "rcut", None),
+                                   getattr(args, "full", None))
+    sha = None
+    if args.potential:
+        from .potentials import load_potential
+
+        sha = load_potential(args.potential).sha256
+    saved.check_compatible(settings.as_dict(), sha, args.model)
+    frames = load_structures(comm, args.structures, args.file_format)
+    rows = []
+    if saved.target == "S_f":
+        ref = load_structures(comm, [args.reference], args.file_format)[0][1] if args.reference else None
+        outputs = []
+        for label, atoms in frames:
+            reference = ref if ref is not None else primitive_reference(perfect_bcc_reference(atoms, label))
+            res = predict_entropy(comm, saved, atoms, reference, settings, per_atom=bool(args.output))
+            if "per_atom" in res:
+                a = atoms.copy()
+                a.arrays["S_f_atom"] = res.pop("per_atom")
+                a.info.update(S_f_predicted=res["prediction"], S_f_std=res["std"], structure=label)
+                outputs.append(a)
+            rows.append({"structure": label, **res})
+        if args.output:
+            if saved.kind != "linear":
+                raise InputError(f"{args.model}: per-atom contributions need the linear model (got {saved.kind})")
+            root_only(comm, _write_extxyz, args.output, outputs)
+    else:
+        if len(frames) % 2:
+            raise InputError(f"{args.model}: an event model needs MINIMUM SADDLE pairs, got {len(frames)} structures")
+        for (lm, m), (ls, s) in zip(frames[::2], frames[1::2]):
+            rows.append({"structure": f"{lm} -> {ls}", **predict_event(comm, saved, m, s, settings)})
+    return rows
+
+
+def _write_extxyz(path, frames):
+    from ase.io import write
+
+    from .fileio import atomic_output
+
+    with atomic_output(path) as tmp:
+        write(tmp, frames, format="extxyz")

@@ -1,0 +1,123 @@
+"""Saddle search (ARTn with the exact Hessian), a-Si melt-quench, and their rules."""
+
+import json
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from hpcvib.artn import ArtnSettings, SaddleSearch, duplicate_events, same_minimum
+from hpcvib.potentials import load_potential
+
+from conftest import fe_vacancy_neb, serial_only
+
+
+def _towards_vacancy(neb):
+    initial = neb["initial"]
+    d = np.zeros_like(initial.positions)
+    d[neb["mover"]] = neb["vacancy_site"] - initial.positions[neb["mover"]]
+    return d
+
+
+def test_vacancy_jump_saddle_matches_neb(comm):
+    """ARTn from the relaxed vacancy, pushed towards the vacant site: the barrier equals ASE's
+    CI-NEB on the same potential (1e-4 eV) and the Newton-refined NEB saddle (1e-7 eV); the
+    saddle has exactly one negative eigenvalue."""
+    neb = fe_vacancy_neb(4)
+    res = SaddleSearch(comm, "Fe_mm").search(neb["initial"], seed=1, atom=neb["mover"], direction=_towards_vacancy(neb))
+    assert res.status == "ok", res.reason
+    assert res.n_negative == 1 and res.lambda_neg < 0
+    pot = load_potential("Fe_mm")
+    refined = pot.evaluate(neb["saddle"]).energy - pot.evaluate(neb["initial"]).energy
+    assert abs(res.delta_E_eV - neb["neb_barrier"]) < 1e-4
+    assert abs(res.delta_E_eV - refined) < 1e-7
+    assert np.abs(pot.evaluate(res.saddle).forces).max() < 1e-7
+    # the adjacent minimum beyond this saddle is Mendelev-Fe's shallow metastable state at the
+    # middle of the jump (or the jumped vacancy): a different minimum, below the saddle, with the
+    # mover displaced towards the vacant site
+    assert not same_minimum(neb["initial"], res.final, 0.05)
+    assert res.energies["final"] < res.energies["saddle"]
+    moved = res.final.positions[neb["mover"]] - neb["initial"].positions[neb["mover"]]
+    assert np.dot(moved, neb["vacancy_site"] - neb["initial"].positions[neb["mover"]]) > 0
+    assert res.counts["forces"] > 0 and res.counts["modes"] > 0
+
+
+def test_failed_search_is_recorded_with_reason(comm):
+    neb = fe_vacancy_neb(4)
+    settings = ArtnSettings(max_activation_steps=1, initial_displacement=0.01, push_step=0.01)
+    res = SaddleSearch(comm, "Fe_mm", settings).search(neb["initial"], seed=3)
+    assert res.status == "failed" and "no negative mode" in res.reason
+    assert np.isnan(res.delta_E_eV)
+
+
+def test_search_is_deterministic_for_a_seed():
+    neb = fe_vacancy_neb(4)
+    runs = [SaddleSearch(MPI.COMM_SELF, "Fe_mm").search(neb["initial"], seed=11) for _ in range(2)]
+    assert runs[0].status == runs[1].status and runs[0].reason == runs[1].reason
+    assert runs[0].atom == runs[1].atom
+    if runs[0].status == "ok":
+        assert runs[0].delta_E_eV == runs[1].delta_E_eV
+        assert np.array_equal(runs[0].saddle.positions, runs[1].saddle.positions)
+
+
+def test_search_independent_of_rank_count(comm):
+    neb = fe_vacancy_neb(4)
+    d = _towards_vacancy(neb)
+    world = SaddleSearch(comm, "Fe_mm").search(neb["initial"], seed=1, atom=neb["mover"], direction=d)
+    alone = SaddleSearch(MPI.COMM_SELF, "Fe_mm").search(neb["initial"], seed=1, atom=neb["mover"], direction=d)
+    assert world.status == alone.status == "ok"
+    assert abs(world.delta_E_eV - alone.delta_E_eV) < 1e-9
+    assert abs(world.ln_nu_THz - alone.ln_nu_THz) < 1e-7
+
+
+def test_connectivity_and_duplicate_rules():
+    neb = fe_vacancy_neb(4)
+    a = neb["initial"]
+    shifted = a.copy()
+    shifted.positions += [0.3, -0.2, 0.1]  # rigid translation: the same minimum
+    assert same_minimum(a, shifted, 0.05)
+    assert not same_minimum(a, neb["final"], 0.05)
+    events = [("e0", 0.60, 1.2), ("e1", 0.6004, 1.205), ("e2", 0.60, 0.9), ("e3", 0.75, 1.2)]
+    assert duplicate_events(events, 1e-3, 0.02) == {"e1": "e0"}
+
+
+def test_melt_quench_and_structure_report():
+    from hpcvib.amorphous import cubic_cell_length, melt_quench, starting_cell, structure_report
+
+    start = starting_cell(64, 2.192)
+    # density from the definition: N m / L³ with m = 28.0855 amu = 28.0855 / 6.02214076e23 g
+    assert np.isclose(64 * 28.0855 / 6.02214076e23 / (cubic_cell_length(64, 2.192, 28.0855) * 1e-8) ** 3, 2.192)
+    q1, hist = melt_quench(start, "Si_sw_vink", seed=4, melt_ps=0.2, cool_ps=0.1, anneal_ps=0.1)
+    q2, _ = melt_quench(start, "Si_sw_vink", seed=4, melt_ps=0.2, cool_ps=0.1, anneal_ps=0.1)
+    assert np.array_equal(q1.positions, q2.positions)
+    assert hist["melt"]["mean_T_K"] > 1000
+    rep = structure_report(q1, "Si_sw_vink")
+    assert np.isclose(rep["density_g_cm3"], 2.192, rtol=1e-10)
+    assert np.isclose(sum(rep["coordination_fractions"].values()), 1.0)
+    # above the perfect diamond crystal, whose SW energy is exactly -2 ε per atom (every bond at
+    # the pair minimum -ε, tetrahedral angles: no three-body term), below the random start
+    eps = 1.64833
+    pot = load_potential("Si_sw_vink")
+    assert -2 * eps < rep["energy_eV_per_atom"] < pot.evaluate(start).energy / len(start)
+    assert np.abs(load_potential("Si_sw_vink").evaluate(q1).forces).max() < 1e-8
+
+
+@serial_only()
+def test_saddle_command(tmp_path):
+    import ase.io
+
+    from test_cli import run
+
+    neb = fe_vacancy_neb(4)
+    path = tmp_path / "vac.extxyz"
+    ase.io.write(path, neb["initial"])
+    proc = run("saddle", path, "-p", "Fe_mm", "--seed", "2", "--atom", neb["mover"], "-o", tmp_path / "ev.extxyz",
+               "--json", check=False)
+    out = json.loads(proc.stdout)
+    assert proc.returncode == (0 if out["status"] == "ok" else 1)
+    if out["status"] == "ok":
+        frames = ase.io.read(tmp_path / "ev.extxyz", ":")
+        assert [f.info["kind"] for f in frames] == ["minimum", "saddle", "final minimum"]
+        assert out["n_negative"] == 1 and out["delta_E_eV"] > 0
+    bad = run("saddle", path, "-p", "Fe_mm", "--atom", "100000", check=False)
+    assert bad.returncode == 2 and "--atom" in bad.stderr

@@ -1,0 +1,120 @@
+"""Surrogate models: weight recovery on known laws, EQML vs linear, predictive std against an
+independent dense posterior, learning-curve determinism and rank independence, persistence."""
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from hpcvib.errors import InputError
+from hpcvib.models import (BayesianLinearModel, EQMLModel, SavedModel, entropy_features, learning_curve,
+                           quadratic_features, rmse)
+
+
+def _synthetic(n=240, k=5, seed=0):
+    """Per-configuration sums of per-atom 'descriptors' (as in Eq. 16): D = Σ d_i, DD = Σ d_i d_iᵀ."""
+    rng = np.random.default_rng(seed)
+    per_atom = rng.normal(size=(n, 6, k))
+    return per_atom.sum(axis=1), np.einsum("nai,naj->nij", per_atom, per_atom)
+
+
+def test_quadratic_features_give_the_trace():
+    rng = np.random.default_rng(1)
+    D, DD = _synthetic(n=4, k=4)
+    W = rng.normal(size=(4, 4))
+    W = W + W.T
+    iu = np.triu_indices(4)
+    assert np.allclose(quadratic_features(DD) @ W[iu], np.einsum("ij,nij->n", W, DD), rtol=1e-12)
+    assert quadratic_features(np.zeros((1, 35, 35))).shape == (1, 630)
+
+
+def test_linear_weights_recovered_exactly():
+    D, _ = _synthetic()
+    w = np.array([0.3, -1.2, 0.05, 2.0, -0.7])
+    model = BayesianLinearModel().fit(D, D @ w)
+    assert np.allclose(model.coef_, w, rtol=1e-6, atol=1e-8)
+
+
+def test_eqml_weights_recovered_and_beat_linear_on_quadratic_truth():
+    D, DD = _synthetic(n=400)
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=5)
+    W = rng.normal(size=(5, 5)) * 0.05
+    W = W + W.T
+    y = D @ w + np.einsum("ij,nij->n", W, DD)
+    X = entropy_features(D, DD)
+    train, test = slice(0, 300), slice(300, None)
+    eq = EQMLModel().fit(X[train], y[train])
+    lin = BayesianLinearModel().fit(D[train], y[train])
+    assert rmse(y[test], eq.predict(X[test])) < 1e-6 * np.std(y)
+    assert rmse(y[test], lin.predict(D[test])) > 100 * rmse(y[test], eq.predict(X[test]))
+    iu = np.triu_indices(5)
+    assert np.allclose(eq.coef_, np.concatenate([w, W[iu]]), rtol=1e-5, atol=1e-7)
+
+
+def test_eqml_matches_linear_on_linear_truth():
+    D, DD = _synthetic(n=300, seed=4)
+    rng = np.random.default_rng(5)
+    y = D @ rng.normal(size=5) + 0.01 * rng.normal(size=300)
+    X = entropy_features(D, DD)
+    train, test = slice(0, 200), slice(200, None)
+    e_eq = rmse(y[test], EQMLModel().fit(X[train], y[train]).predict(X[test]))
+    e_lin = rmse(y[test], BayesianLinearModel().fit(D[train], y[train]).predict(D[test]))
+    assert e_eq < 1.1 * e_lin
+
+
+@pytest.mark.parametrize("intercept", [False, True])
+def test_predictive_std_against_dense_posterior(intercept):
+    """σ²(x) = 1/α + x̃ᵀ Σ x̃ from the Gaussian posterior written out densely on [1, x] with a flat
+    prior on the intercept (independent of the model's centring algebra)."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(80, 4)) + 3.0
+    y = X @ np.array([1.0, -2.0, 0.5, 0.1]) + 4.0 + 0.3 * rng.normal(size=80)
+    m = BayesianLinearModel(fit_intercept=intercept, scale=False).fit(X, y)
+    A = np.hstack([np.ones((80, 1)), X]) if intercept else X
+    prior = np.diag(([0.0] if intercept else []) + [m.lambda_] * 4)
+    S = np.linalg.inv(m.alpha_ * A.T @ A + prior)
+    mean = S @ (m.alpha_ * A.T @ y)
+    Xt = rng.normal(size=(7, 4)) + 3.0
+    At = np.hstack([np.ones((7, 1)), Xt]) if intercept else Xt
+    var = 1.0 / m.alpha_ + np.einsum("ij,jk,ik->i", At, S, At)
+    pred, std = m.predict(Xt, return_std=True)
+    assert np.allclose(pred, At @ mean, rtol=1e-9)
+    assert np.allclose(std, np.sqrt(var), rtol=1e-9)
+
+
+def test_sklearn_compatible():
+    from sklearn.model_selection import cross_val_score
+
+    D, _ = _synthetic(n=60)
+    scores = cross_val_score(BayesianLinearModel(), D, D @ np.arange(5.0), cv=3, scoring="r2")
+    assert np.all(scores > 0.999)
+    assert BayesianLinearModel(fit_intercept=True).get_params()["fit_intercept"] is True
+
+
+def test_learning_curve_deterministic_and_rank_independent():
+    D, _ = _synthetic(n=60, seed=7)
+    y = D @ np.ones(5) + 0.1 * np.random.default_rng(8).normal(size=60)
+    world = learning_curve(MPI.COMM_WORLD, BayesianLinearModel, D, y, (0.2, 0.5), n_splits=6, seed=3)
+    alone = learning_curve(MPI.COMM_SELF, BayesianLinearModel, D, y, (0.2, 0.5), n_splits=6, seed=3)
+    again = learning_curve(MPI.COMM_SELF, BayesianLinearModel, D, y, (0.2, 0.5), n_splits=6, seed=3)
+    other = learning_curve(MPI.COMM_SELF, BayesianLinearModel, D, y, (0.2, 0.5), n_splits=6, seed=4)
+    assert world == alone == again
+    assert other != alone
+    assert world[0]["test_rmse"] > world[0]["train_rmse"] > 0
+
+
+def test_save_load_round_trip_and_settings_check(tmp_path):
+    D, DD = _synthetic(n=50)
+    X = entropy_features(D, DD)
+    model = EQMLModel().fit(X, D @ np.ones(5))
+    settings = {"jmax": 4.0, "rcut": 5.0, "full": False, "rfac0": 0.99363, "weights": {}}
+    path = str(tmp_path / f"m{MPI.COMM_WORLD.rank}.json")
+    SavedModel(model, "S_f", "eqml", settings, "Fe_mm", "abc").save(path)
+    back = SavedModel.load(path)
+    assert np.array_equal(back.model.predict(X), model.predict(X))
+    assert np.array_equal(back.model.predict(X, return_std=True)[1], model.predict(X, return_std=True)[1])
+    back.check_compatible(settings, "abc", path)
+    with pytest.raises(InputError, match="rcut"):
+        back.check_compatible(dict(settings, rcut=4.0), "abc", path)
+    with pytest.raises(InputError, match="potential"):
+        back.check_compatible(settings, "other", path)

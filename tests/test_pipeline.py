@@ -1,0 +1,268 @@
+"""The database pipeline: job files, the HDF5 database, duplicates, strain, task farm vs serial,
+kill-and-resume, and the fit/predict/report/status/export commands on a real (small) database.
+
+The small job uses (4 a0)³ bcc Fe cells (128 sites) so the whole pipeline runs in seconds."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from hpcvib.database import Database, Record, atoms_from_record, structure_data
+from hpcvib.errors import InputError
+from hpcvib.jobfile import load_job
+from hpcvib.pipeline import Pipeline, find_duplicates, lattice_fingerprint
+
+from conftest import fe_a0, serial_only
+from test_cli import clean_env, run
+
+JOB = """
+[job]
+name = "small"
+database = "{db}"
+seed = 5
+[system]
+potential = "Fe_mm"
+cell = 4
+[generate]
+vacancies = [1, 2]
+interstitials = [1]
+orientations = ["110", "111"]
+variants = 1
+[relax]
+strains = [0.0, 0.02]
+[thermo]
+[descriptors]
+"""
+
+
+def write_job(folder, name="small.toml", extra="", **fmt):
+    path = os.path.join(folder, name)
+    with open(path, "w") as fh:
+        fh.write(JOB.format(db=os.path.join(folder, "db.h5"), **fmt) + extra)
+    return path
+
+
+def results(db):
+    """{key: (relax energy, thermo status, ln det', S_f, D)} of a database."""
+    out = {}
+    for key, st in db.read("configs").items():
+        th, de = st.get("thermo"), st.get("descriptors")
+        out[key] = (st["relax"].attrs.get("status"), st["relax"].attrs.get("energy_eV"),
+                    None if th is None else (th.attrs["status"], th.attrs.get("ln_det_prime"), th.attrs.get("S_f_kB")),
+                    None if de is None else de.data["D"].tolist())
+    return out
+
+
+@pytest.fixture(scope="module")
+def serial_db(tmp_path_factory):
+    """The small job run on COMM_SELF (on every rank, each in its own folder)."""
+    folder = str(tmp_path_factory.mktemp(f"serial{MPI.COMM_WORLD.rank}"))
+    Pipeline(MPI.COMM_SELF, load_job(write_job(folder))).run()
+    return Database(os.path.join(folder, "db.h5"))
+
+
+# ------------------------------------------------------------------------------ job files
+@pytest.mark.parametrize("extra,message", [
+    ("[relax]\nfmax = -1e-6\n", "fmax = -1e-06: must be > 0"),
+    ("[thermo]\ntemprature = 300\n", "unknown key 'temprature' in [thermo]"),
+    ("[fitting]\n", "unknown table [fitting]"),
+    ("[generate]\nvacancies = [0]\n", "vacancies"),
+])
+def test_bad_job_files_name_the_problem(tmp_path, extra, message):
+    path = tmp_path / f"bad{MPI.COMM_WORLD.rank}.toml"
+    path.write_text('[job]\ndatabase = "x.h5"\n[system]\npotential = "Fe_mm"\n' + extra)
+    with pytest.raises(InputError) as exc:
+        load_job(str(path))
+    assert message in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_missing_potential_is_an_error(tmp_path):
+    path = tmp_path / f"nopot{MPI.COMM_WORLD.rank}.toml"
+    path.write_text('[job]\ndatabase = "x.h5"\n[system]\ncell = 4\n[relax]\n')
+    with pytest.raises(InputError, match="needs 'potential'"):
+        load_job(str(path))
+
+
+@serial_only()
+def test_cli_bad_job_exit_code(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[job]\ndatabase = "x.h5"\n[system]\npotential = "Fe_mm"\n[relax]\nfmax = -1.0\n')
+    proc = run("run", path, check=False)
+    assert proc.returncode == 2 and "fmax" in proc.stderr and str(path) in proc.stderr
+    assert not os.path.exists("x.h5")
+
+
+# ------------------------------------------------------------------------------ database
+def test_database_round_trip_and_stray_temporaries(tmp_path):
+    db = Database(str(tmp_path / f"rt{MPI.COMM_WORLD.rank}.h5"))
+    db.create({"hpcvib_version": "test"})
+    rec = Record("configs", "A", "thermo", {"status": "ok", "S_f_kB": 1.25, "labels": {"a": [1, 2]}},
+                 {"x": np.arange(6.0).reshape(2, 3)})
+    db.write(rec)
+    open(os.path.join(db.pending_dir, ".tmp-killed.h5"), "wb").write(b"half a file")
+    for merged in (False, True):
+        back = db.read_record("configs", "A", "thermo")
+        assert back.attrs == rec.attrs and np.array_equal(back.data["x"], rec.data["x"])
+        assert db.completed("thermo") == {"A"}
+        if not merged:
+            assert db.merge() == 1
+    assert db.read("configs")["A"]["thermo"].attrs["labels"] == {"a": [1, 2]}
+
+
+def test_fingerprint_is_invariant_and_duplicates_found():
+    from hpcvib.structures import bcc_supercell
+
+    a0 = fe_a0()
+    atoms = bcc_supercell(4, a0)
+    del atoms[5]
+    rng = np.random.default_rng(0)
+    atoms.positions += 0.02 * rng.normal(size=atoms.positions.shape)
+    moved = atoms.copy()
+    moved.positions = moved.positions[:, [1, 2, 0]] * [1, -1, 1] + [a0 / 2, a0 / 2, a0 / 2] + 0.013
+    fa, fb = lattice_fingerprint(atoms, a0), lattice_fingerprint(moved, a0)
+    assert np.allclose(fa, fb, atol=1e-12)
+    entries = [("a", 127, -1.0, fa), ("b", 127, -1.0 + 1e-7, fb), ("c", 127, -0.5, fa), ("d", 126, -1.0, fa)]
+    assert find_duplicates(entries, 1e-4, 1e-3) == {"b": "a"}
+
+
+# ------------------------------------------------------------------------------ the pipeline
+def test_small_job_results(serial_db):
+    db = serial_db
+    rows = db.read("configs")
+    statuses = {k: st["relax"].attrs["status"] for k, st in rows.items()}
+    assert "duplicate" in statuses.values()
+    # the randomised vacancy relaxes onto the ideal one: a duplicate of it
+    assert rows["V1-s000-v01"]["relax"].attrs.get("duplicate_of") == "V1-s000-v00"
+    a0 = fe_a0()
+    for key, st in rows.items():
+        rel = st["relax"]
+        if rel.attrs["status"] != "ok":
+            continue
+        strain = rel.attrs["strain"]
+        assert np.allclose(np.diag(rel.data["cell"]), 4 * a0 * (1 + strain), rtol=1e-12)
+        assert rel.attrs["max_force_eV_A"] < 1e-6
+        th = st["thermo"]
+        if th.attrs["status"] == "ok":
+            assert th.attrs["n_negative"] == 0 and np.isfinite(th.attrs["S_f_kB"])
+            assert "descriptors" in st and st["descriptors"].data["dD"].shape == (35,)
+        else:
+            assert "not" in th.attrs["reason"] or "expected a minimum" in th.attrs["reason"]
+    # strained children exist for every distinct unstrained minimum
+    unique = [k for k, s in statuses.items() if s == "ok" and "@" not in k]
+    assert all(f"{k}@+0.0200" in rows for k in unique)
+    refs = db.read("references")
+    assert set(refs) == {"+0.0000", "+0.0200"}
+
+
+def test_vacancy_entropy_matches_the_thermo_route(serial_db):
+    """S_f of the database's vacancy against an independent analyse_structure + Eq. 20."""
+    from hpcvib.potentials import load_potential
+    from hpcvib.structures import bcc_supercell
+    from hpcvib.thermo import analyse_structure, formation_entropy
+
+    rec = serial_db.read_record("configs", "V1-s000-v00", "relax")
+    pot = load_potential("Fe_mm")
+    vac = analyse_structure(MPI.COMM_SELF, atoms_from_record(rec), pot)
+    bulk = analyse_structure(MPI.COMM_SELF, bcc_supercell(4, fe_a0()), pot)
+    s_f, _ = formation_entropy(vac.ln_det_prime, vac.n_atoms, bulk.ln_det_prime, bulk.n_atoms)
+    th = serial_db.read_record("configs", "V1-s000-v00", "thermo")
+    assert np.isclose(th.attrs["S_f_kB"], s_f, rtol=1e-10, atol=1e-10)
+
+
+def test_task_farm_equals_serial(serial_db, tmp_path_factory, comm):
+    """On 2 ranks the farm runs two groups that share the work dynamically; bit-identical results."""
+    from hpcvib.parallel import root_only
+
+    folder = comm.bcast(str(tmp_path_factory.mktemp("farm")) if comm.rank == 0 else None)
+    job = root_only(comm, lambda: load_job(write_job(folder, name="farm.toml")))
+    Pipeline(comm, job).run()
+    farm = root_only(comm, lambda: results(Database(os.path.join(folder, "db.h5"))))
+    assert farm == results(serial_db)
+
+
+@serial_only()
+def test_killed_job_resumes_to_identical_results(serial_db, tmp_path):
+    job = write_job(str(tmp_path))
+    cmd = [sys.executable, "-m", "hpcvib.cli", "run", job]
+    proc = subprocess.Popen(cmd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pending = str(tmp_path / "db.h5.d")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if os.path.isdir(pending) and sum(f.endswith("~relax.h5") for f in os.listdir(pending)) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    db = Database(str(tmp_path / "db.h5"))
+    partial = db.completed("relax")
+    assert 3 <= len(partial) and db.completed("thermo") == set()  # killed mid-stage
+    out = run("run", job)
+    assert "relax:" in out.stderr and "done)" in out.stderr
+    assert results(db) == results(serial_db)
+
+
+# ------------------------------------------------------------------------------ commands on the database
+@serial_only()
+def test_status_export_fit_predict_report(serial_db, tmp_path):
+    db = serial_db.path
+    st = json.loads(run("status", db, "--json").stdout)
+    assert st["counts"]["relax"]["duplicate"] >= 1 and st["configs_per_core_hour"] > 0
+    assert run("export", db, "-o", tmp_path / "t.csv").returncode == 0
+    header = open(tmp_path / "t.csv").readline()
+    assert "S_f_kB" in header and "key" in header
+    run("export", db, "-o", tmp_path / "t.extxyz")
+    import ase.io
+
+    frames = ase.io.read(tmp_path / "t.extxyz", ":")
+    assert len(frames) == st["counts"]["relax"]["ok"]
+    models = tmp_path / "models"
+    fit = json.loads(run("fit", db, "--target", "S_f", "--model", "linear", "--splits", "4",
+                         "-o", models, "--json").stdout)
+    assert fit["S_f/linear"]["n_samples"] == st["counts"]["thermo"]["ok"]
+    # predict on a relaxed configuration from the database; the prediction is O(N) and must equal
+    # the model's prediction from the database's own ΔD (independent reference cell route)
+    from hpcvib.models import SavedModel
+
+    rec = serial_db.read_record("configs", "V2-s000-v00", "relax")
+    ase.io.write(tmp_path / "v2.extxyz", atoms_from_record(rec))
+    out = json.loads(run("predict", models / "S_f_linear.json", tmp_path / "v2.extxyz", "--json",
+                         "-o", tmp_path / "contrib.extxyz").stdout)
+    saved = SavedModel.load(str(models / "S_f_linear.json"))
+    dD = serial_db.read_record("configs", "V2-s000-v00", "descriptors").data["dD"]
+    # extxyz stores positions to 1e-8 Å, hence 1e-7 relative rather than round-off
+    assert np.isclose(out["prediction"], saved.model.predict(dD[None])[0], rtol=1e-7)
+    contrib = ase.io.read(tmp_path / "contrib.extxyz")
+    assert np.isclose(contrib.arrays["S_f_atom"].sum(), out["prediction"], rtol=1e-9)
+    bad = run("predict", models / "S_f_linear.json", tmp_path / "v2.extxyz", "--rcut", "4.0", check=False)
+    assert bad.returncode == 2 and "rcut" in bad.stderr
+    run("report", db, "--models", models, "-o", tmp_path / "report")
+    text = open(tmp_path / "report" / "report.md").read()
+    assert "S_f (k_B) — linear model" in text and "0.82" in text
+    assert os.path.getsize(tmp_path / "report" / "parity_S_f_linear.png") > 10000
+
+
+def test_small_perfect_reference_gives_the_same_excess(comm):
+    """ΔD, ΔDD against a 2×2×2 perfect cell equal those against the full-size perfect cell."""
+    from hpcvib.descriptors import DescriptorSettings, descriptor_sums
+    from hpcvib.prediction import primitive_reference
+    from hpcvib.structures import bcc_supercell
+
+    settings = DescriptorSettings(jmax=2, rcut=5.0)
+    big = bcc_supercell(5, fe_a0(), strain=0.01)
+    small = primitive_reference(big)
+    assert len(small) == 16
+    atoms = big.copy()
+    del atoms[[3, 40]]
+    d = descriptor_sums(comm, atoms, settings)
+    b = descriptor_sums(comm, big, settings)
+    s = descriptor_sums(comm, small, settings)
+    r_big, r_small = len(atoms) / len(big), len(atoms) / len(small)
+    assert np.allclose(d.D - r_small * s.D, d.D - r_big * b.D, rtol=1e-9, atol=1e-9 * np.abs(d.D).max())
+    assert np.allclose(d.DD - r_small * s.DD, d.DD - r_big * b.DD, rtol=1e-9, atol=1e-9 * np.abs(d.DD).max())
