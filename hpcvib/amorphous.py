@@ -72,7 +72,7 @@ def melt_quench(atoms, potential, seed: int = 0, t_melt: float = 2300.0, melt_ps
     MaxwellBoltzmannDistribution(work, temperature_K=t_melt, rng=rng)
     work.set_constraint(FixCom())  # no drift of the centre of mass
     dyn = Langevin(work, timestep_fs * units.fs, temperature_K=t_melt, friction=friction_per_fs / units.fs,
-                   rng=rng)
+                   rng=rng, fixcm=False)
     history = {}
 
     def run_phase(name, n_steps, temperature_of_step):

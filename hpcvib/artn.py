@@ -147,7 +147,12 @@ class SaddleSearch:
 
         count.modes += 1
         dh = assemble_hessian(self.comm, atoms, self.pot)
-        modes = lowest_modes(dh, k=4, want_vectors=True, initial=previous)
+        if previous is None:  # first call of a search: shift placed by inertia, result verified
+            modes = lowest_modes(dh, k=4, want_vectors=True)
+        else:  # warm start; shift safely below the previous lowest eigenvalue (one factorisation)
+            sigma = min(self._last_lowest, 0.0) - max(0.02, 0.5 * abs(self._last_lowest))
+            modes = lowest_modes(dh, k=4, want_vectors=True, initial=previous, sigma=sigma, verify=False)
+        self._last_lowest = float(modes.eigenvalues.min())
         m = atoms.get_masses()
         t = np.zeros((3 * len(atoms), 3))
         for a in range(3):
@@ -210,7 +215,7 @@ class SaddleSearch:
         x = minimum.copy()
         x.calc = None
         x.positions += s.initial_displacement * d_step
-        prev = None
+        prev = last_unstable = None
         activating, returns = True, 0
         while True:
             if activating:
@@ -237,8 +242,13 @@ class SaddleSearch:
                 returns += 1
                 if returns > s.max_returns:
                     raise ConvergenceError(f"lost the negative mode {returns} times (λ1 = {lam:.3g})")
+                # resume activation along the last unstable direction, uphill
+                if last_unstable is not None:
+                    d = -np.sign(np.sum(f * last_unstable) or 1.0) * last_unstable
+                    d_step = d / np.linalg.norm(d, axis=1).max()
                 activating = True
                 continue
+            last_unstable = u
             if s.newton and fmax < s.newton_force and self.second_eigenvalue > 0:
                 self._eigenvector_following_step(x, f, u, curv, count)
                 continue

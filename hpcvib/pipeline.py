@@ -263,9 +263,10 @@ class Pipeline:
         return sorted({0.0} | {float(s) for s in self.job["relax"]["strains"]})
 
     def stage_thermo(self) -> None:
-        refs = [strain_key(s) for s in self._strains()]
-        todo = sorted(set(refs) - self.db.completed("thermo", "references"))
-        self._farm([float(k) for k in todo], self._reference_thermo_task, "thermo references")
+        if self.has_perfect_reference:
+            refs = [strain_key(s) for s in self._strains()]
+            todo = sorted(set(refs) - self.db.completed("thermo", "references"))
+            self._farm([float(k) for k in todo], self._reference_thermo_task, "thermo references")
         configs = self._keys_with("relax", lambda rec: rec.ok)
         todo = sorted(set(configs) - self.db.completed("thermo"))
         self.log.info("thermo: %d configurations (%d done)", len(todo), len(configs) - len(todo))
@@ -292,7 +293,8 @@ class Pipeline:
         t = time.perf_counter()
         rel = root_only(group, self.db.read_record, "configs", key, "relax")
         strain = float(rel.attrs["strain"])
-        ref = root_only(group, self.db.read_record, "references", strain_key(strain), "thermo")
+        ref = root_only(group, self.db.read_record, "references", strain_key(strain), "thermo") \
+            if self.has_perfect_reference else None
         try:
             res = self._analyse(group, atoms_from_record(rel), key)
         except NotAMinimumError as exc:  # raised on every rank of the group
@@ -300,16 +302,19 @@ class Pipeline:
             lowest = np.zeros(0)
         else:
             lowest = res.lowest_eigenvalues
+            attrs = {"strain": strain, "status": "ok", "n_negative": res.n_negative, "ln_det_prime": res.ln_det_prime,
+                     "energy_eV": res.energy, "pinned_atom": res.pinned_atom}
+        if ref is not None and attrs["status"] == "ok":
             n, nb = res.n_atoms, int(ref.attrs["n_atoms"])
             s_f, conv = formation_entropy(res.ln_det_prime, n, ref.attrs["ln_det_prime"], nb)
-            attrs = {"strain": strain, "status": "ok", "n_negative": res.n_negative, "ln_det_prime": res.ln_det_prime,
-                     "energy_eV": res.energy, "pinned_atom": res.pinned_atom, "S_f_kB": s_f, "S_f_convention": conv,
-                     "E_f_eV": res.energy - n / nb * ref.attrs["energy_eV"]}
-            temperature = float(self.job["thermo"]["temperature"])
-            if temperature > 0:
-                s_t, conv_t = formation_entropy(res.ln_det_prime, n, ref.attrs["ln_det_prime"], nb, temperature)
-                attrs.update(S_f_T_kB=s_t, S_f_T_convention=conv_t,
-                             S_vib_kB=vibrational_entropy(res.ln_det_prime, n, temperature))
+            attrs.update(S_f_kB=s_f, S_f_convention=conv, E_f_eV=res.energy - n / nb * ref.attrs["energy_eV"])
+        temperature = float(self.job["thermo"]["temperature"])
+        if temperature > 0 and attrs["status"] == "ok":
+            attrs["S_vib_kB"] = vibrational_entropy(res.ln_det_prime, res.n_atoms, temperature)
+            if ref is not None:
+                s_t, conv_t = formation_entropy(res.ln_det_prime, res.n_atoms, ref.attrs["ln_det_prime"],
+                                                int(ref.attrs["n_atoms"]), temperature)
+                attrs.update(S_f_T_kB=s_t, S_f_T_convention=conv_t)
         attrs.update(seconds=time.perf_counter() - t, ranks=group.size)
         self._write(group, Record("configs", key, "thermo", attrs, {"lowest_eigenvalues": lowest}))
 
@@ -321,10 +326,16 @@ class Pipeline:
         rcut = float(d["rcut"]) or DEFAULT_RCUT.get(self.pot.name, 5.0)
         return DescriptorSettings(jmax=float(d["jmax"]), rcut=rcut, full=bool(d["full"]))
 
+    @property
+    def has_perfect_reference(self) -> bool:
+        """bcc hosts have a perfect reference cell per strain (S_f, ΔD); amorphous ones do not."""
+        return self.job["system"]["lattice"] == "bcc"
+
     def stage_descriptors(self) -> None:
-        refs = [strain_key(s) for s in self._strains()]
-        todo = sorted(set(refs) - self.db.completed("descriptors", "references"))
-        self._farm([float(k) for k in todo], self._reference_descriptor_task, "descriptors references")
+        if self.has_perfect_reference:
+            refs = [strain_key(s) for s in self._strains()]
+            todo = sorted(set(refs) - self.db.completed("descriptors", "references"))
+            self._farm([float(k) for k in todo], self._reference_descriptor_task, "descriptors references")
         ok_thermo = set(self._keys_with("thermo", lambda rec: rec.ok)) if "thermo" in self.job.stages else None
         configs = [k for k in self._keys_with("relax", lambda rec: rec.ok) if ok_thermo is None or k in ok_thermo]
         todo = sorted(set(configs) - self.db.completed("descriptors"))
@@ -348,10 +359,12 @@ class Pipeline:
         settings = self.descriptor_settings()
         rel = root_only(group, self.db.read_record, "configs", key, "relax")
         strain = float(rel.attrs["strain"])
-        ref = root_only(group, self.db.read_record, "references", strain_key(strain), "descriptors")
         sums = descriptor_sums(group, atoms_from_record(rel), settings, keep_per_atom=self.job["descriptors"]["per_atom"])
-        ratio = sums.n_atoms / ref.attrs["n_atoms"]
-        data = {"D": sums.D, "DD": sums.DD, "dD": sums.D - ratio * ref.data["D"], "dDD": sums.DD - ratio * ref.data["DD"]}
+        data = {"D": sums.D, "DD": sums.DD}
+        if self.has_perfect_reference:
+            ref = root_only(group, self.db.read_record, "references", strain_key(strain), "descriptors")
+            ratio = sums.n_atoms / ref.attrs["n_atoms"]
+            data.update(dD=sums.D - ratio * ref.data["D"], dDD=sums.DD - ratio * ref.data["DD"])
         if sums.per_atom is not None:
             data["per_atom"] = sums.per_atom
         attrs = {"status": "ok", "strain": strain, "settings": settings.as_dict(), "seconds": time.perf_counter() - t,

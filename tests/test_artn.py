@@ -121,3 +121,17 @@ def test_saddle_command(tmp_path):
         assert out["n_negative"] == 1 and out["delta_E_eV"] > 0
     bad = run("saddle", path, "-p", "Fe_mm", "--atom", "100000", check=False)
     assert bad.returncode == 2 and "--atom" in bad.stderr
+
+
+def test_warm_started_unverified_modes_match_verified(comm):
+    """The search's fast path (given shift, warm start, no inertia proof) finds the same lowest
+    eigenpairs as the verified default, on the vacancy-jump saddle (one negative eigenvalue)."""
+    from hpcvib.hessian import assemble_hessian
+    from hpcvib.spectral import lowest_modes
+
+    dh = assemble_hessian(comm, fe_vacancy_neb(4)["saddle"], "Fe_mm")
+    ref = lowest_modes(dh, k=4, want_vectors=True)
+    fast = lowest_modes(dh, k=4, want_vectors=True, initial=ref.vectors[:, 0], sigma=ref.eigenvalues[0] - 0.02,
+                        verify=False)
+    assert np.allclose(fast.eigenvalues, ref.eigenvalues, atol=1e-8)
+    assert abs(abs(fast.vectors[:, 0] @ ref.vectors[:, 0]) - 1.0) < 1e-6

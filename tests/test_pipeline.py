@@ -266,3 +266,41 @@ def test_small_perfect_reference_gives_the_same_excess(comm):
     r_big, r_small = len(atoms) / len(big), len(atoms) / len(small)
     assert np.allclose(d.D - r_small * s.D, d.D - r_big * b.D, rtol=1e-9, atol=1e-9 * np.abs(d.D).max())
     assert np.allclose(d.DD - r_small * s.DD, d.DD - r_big * b.DD, rtol=1e-9, atol=1e-9 * np.abs(d.DD).max())
+
+
+@serial_only()
+def test_saddle_stage_events_and_event_models(tmp_path):
+    """[saddles] on the vacancy of a small cell: event records with ΔE, exact ln ν*, D_min/D_saddle
+    for every connected saddle, failures with reasons, duplicates marked; a rerun changes nothing;
+    the event models fit on them (70 features)."""
+    extra = "[saddles]\nsearches = 6\n"
+    text = JOB.format(db=str(tmp_path / "ev.h5")).replace("interstitials = [1]", "interstitials = []")
+    text = text.replace("vacancies = [1, 2]", "vacancies = [1]").replace("variants = 1", "variants = 0")
+    text = text.replace("strains = [0.0, 0.02]", "strains = [0.0]")
+    path = tmp_path / "ev.toml"
+    path.write_text(text + extra)
+    run("run", path)
+    db = Database(str(tmp_path / "ev.h5"))
+    events = db.read("events")
+    assert len(events) == 6
+    statuses = {k: st["event"].attrs["status"] for k, st in events.items()}
+    ok = [k for k, v in statuses.items() if v == "ok"]
+    assert ok, statuses
+    for k, st in events.items():
+        ev = st["event"]
+        if ev.attrs["status"] == "ok":
+            assert ev.attrs["n_negative"] == 1 and ev.attrs["delta_E_eV"] > 0
+            assert np.isfinite(ev.attrs["ln_nu_THz"]) and ev.data["D_min"].shape == (35,)
+        elif ev.attrs["status"] == "failed":
+            assert ev.attrs["reason"]
+        else:
+            assert ev.attrs["duplicate_of"] in ok
+    run("run", path)  # resumes: nothing left to search
+    after = Database(str(tmp_path / "ev.h5")).read("events")
+    def dump(evs):  # failed searches carry NaN results: compare their text
+        return json.dumps({k: st["event"].attrs for k, st in sorted(evs.items())}, sort_keys=True)
+    assert dump(after) == dump(events)
+    if len(ok) >= 2:
+        out = json.loads(run("fit", tmp_path / "ev.h5", "--target", "dE", "--model", "linear", "--splits", "2",
+                             "-o", tmp_path / "m", "--json").stdout)
+        assert out["dE/linear"]["n_samples"] == len(ok) and out["dE/linear"]["n_features"] == 70
