@@ -540,6 +540,16 @@ def summary_rows(db: Database) -> dict:
                 reasons[key] = f"{st}: {rec.attrs.get('reason', '?')}"
             if "seconds" in rec.attrs:
                 seconds.setdefault(st, []).append(float(rec.attrs["seconds"]) * int(rec.attrs.get("ranks", 1)))
+    event_counts: dict = {}
+    for key, stages in db.read("events").items():
+        ev = stages.get("event")
+        if ev is not None:
+            status = ev.attrs.get("status", "ok")
+            event_counts[status] = event_counts.get(status, 0) + 1
+            if "seconds" in ev.attrs:
+                seconds.setdefault("saddles", []).append(float(ev.attrs["seconds"]) * int(ev.attrs.get("ranks", 1)))
+    if event_counts:
+        counts["saddles"] = event_counts
     prov = db.provenance()
     return {"database": db.path, "potential": prov.get("potential"), "hpcvib_version": prov.get("hpcvib_version"),
             "counts": counts, "failures": reasons,
@@ -552,7 +562,9 @@ def summary_rows(db: Database) -> dict:
 def format_summary(summary: dict) -> str:
     lines = [f"database {summary['database']} (potential {summary['potential']}, hpcvib {summary['hpcvib_version']})",
              f"{'stage':<12} {'ok':>7} {'failed':>7} {'duplicate':>9} {'core-s/task':>11} {'per core-hour':>14}"]
-    for st in ("generate", "relax", "thermo", "descriptors"):
+    for st in ("generate", "relax", "thermo", "descriptors", "saddles"):
+        if st == "saddles" and st not in summary["counts"]:
+            continue
         c = summary["counts"].get(st, {})
         sec = summary["mean_task_core_seconds"].get(st)
         rate = f"{3600.0 / sec:14.0f}" if sec else f"{'-':>14}"

@@ -197,7 +197,8 @@ def write_report(db, job=None, fit_dir: str | None = None, output: str | None = 
 
 def results_table(db, fit_dir: str | None = None) -> str:
     """Short table of a database's exact results (and the surrogate errors when fitted): counts,
-    E_f and exact S_f ranges per defect family (minima only), RMSEs from ``fit.json``."""
+    E_f and exact S_f ranges per defect family (minima only), the events' ΔE and ln ν* ranges
+    and their correlation (Eq. 31), RMSEs from ``fit.json``."""
     rows = {}
     for key, st in db.read("configs").items():
         th, gen = st.get("thermo"), st.get("generate")
@@ -205,18 +206,31 @@ def results_table(db, fit_dir: str | None = None) -> str:
             continue
         fam = f"{gen.attrs['kind']}{gen.attrs['size']}"
         rows.setdefault(fam, []).append((th.attrs["E_f_eV"], th.attrs["S_f_kB"]))
-    if not rows:
-        return "no exact formation entropies in the database yet"
-    lines = [f"{'family':<7} {'minima':>6}  {'E_f range (eV)':>17}  {'exact S_f range (k_B)':>22}"]
-    allv = []
-    for fam in sorted(rows, key=lambda f: (f[0] != "V", int(f[1:]))):
-        v = np.array(rows[fam])
-        allv.append(v)
-        lines.append(f"{fam:<7} {len(v):>6}  {v[:, 0].min():7.3f} .. {v[:, 0].max():6.3f}  "
+    events = [st["event"] for st in db.read("events").values() if "event" in st and st["event"].ok]
+    event_lines = []
+    if events:
+        de = np.array([e.attrs["delta_E_eV"] for e in events])
+        ln_nu = np.array([e.attrs["ln_nu_THz"] for e in events])
+        from .analysis import pearson_r
+
+        event_lines.append(f"events: {len(events)} distinct connected saddles, ΔE {de.min():.3f} .. {de.max():.3f} eV, "
+                           f"ln(ν*/THz) {ln_nu.min():.3f} .. {ln_nu.max():.3f}"
+                           + (f", r(ln ν, ΔE) = {pearson_r(ln_nu, de):.3f}" if len(events) > 2 else ""))
+    lines = []
+    if rows:
+        lines.append(f"{'family':<7} {'minima':>6}  {'E_f range (eV)':>17}  {'exact S_f range (k_B)':>22}")
+        allv = []
+        for fam in sorted(rows, key=lambda f: (f[0] != "V", int(f[1:]))):
+            v = np.array(rows[fam])
+            allv.append(v)
+            lines.append(f"{fam:<7} {len(v):>6}  {v[:, 0].min():7.3f} .. {v[:, 0].max():6.3f}  "
+                         f"{v[:, 1].min():9.3f} .. {v[:, 1].max():8.3f}")
+        v = np.vstack(allv)
+        lines.append(f"{'all':<7} {len(v):>6}  {v[:, 0].min():7.3f} .. {v[:, 0].max():6.3f}  "
                      f"{v[:, 1].min():9.3f} .. {v[:, 1].max():8.3f}")
-    v = np.vstack(allv)
-    lines.append(f"{'all':<7} {len(v):>6}  {v[:, 0].min():7.3f} .. {v[:, 0].max():6.3f}  "
-                 f"{v[:, 1].min():9.3f} .. {v[:, 1].max():8.3f}")
+    elif not event_lines:
+        return "no exact formation entropies or events in the database yet"
+    lines += event_lines
     fit_path = os.path.join(fit_dir, "fit.json") if fit_dir else None
     if fit_path and os.path.exists(fit_path):
         with open(fit_path) as fh:
