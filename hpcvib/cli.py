@@ -427,7 +427,7 @@ class PotentialsCommand:
 
 
 class RunCommand:
-    """Run a TOML job: generate → relax → thermo → descriptors → fit → report (resumable).
+    """Run a TOML job: generate|amorphous → relax → thermo → descriptors → saddles → fit → report.
 
     Stages farm their configurations over groups of ranks ([job] group_size); every result is
     written atomically to the database, so rerunning an interrupted job continues where it
