@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import ConvergenceError, HpcvibError
 from .log import get_logger
+from .structures import minimum_image
 
 
 @dataclass
@@ -87,6 +88,18 @@ class ArtnResult:
         return d
 
 
+@dataclass
+class Mode:
+    """Lowest non-translational eigenpair of D at one configuration."""
+
+    eigenvalue: float  # λ1 of D, eV/(Å² amu)
+    direction: np.ndarray  # unit Cartesian direction u (N×3)
+    curvature: float  # uᵀ H u, eV/Å²
+    vector: np.ndarray  # the D-space eigenvector (3N), for warm starts
+    second_eigenvalue: float  # the next non-translational eigenvalue (inf if not among the 4)
+    lowest_computed: float  # lowest of the computed eigenvalues, translations included (next shift)
+
+
 class _Counter:
     def __init__(self):
         self.forces = self.hessians = self.modes = self.newton_steps = 0
@@ -96,15 +109,9 @@ class _Counter:
         return dict(vars(self))
 
 
-def _mic(vec, cell):
-    frac = np.linalg.solve(np.asarray(cell).T, vec.T).T
-    frac -= np.rint(frac)
-    return frac @ np.asarray(cell)
-
-
 def displacement(a, b) -> np.ndarray:
     """Per-atom minimum-image displacement b − a (Å) with the rigid translation (median) removed."""
-    d = _mic(b.positions - a.positions, a.get_cell())
+    d = minimum_image(b.positions - a.positions, a.get_cell())
     return d - np.median(d, axis=0)
 
 
@@ -114,7 +121,7 @@ def same_minimum(a, b, tol: float) -> bool:
 
 def activation_direction(atoms, atom: int, radius: float, rng) -> np.ndarray:
     """Random unit vector (N×3) on ``atom`` and its neighbours within ``radius``, no net translation."""
-    vec = _mic(atoms.positions - atoms.positions[atom], atoms.get_cell())
+    vec = minimum_image(atoms.positions - atoms.positions[atom], atoms.get_cell())
     near = np.linalg.norm(vec, axis=1) <= radius
     d = np.zeros_like(atoms.positions)
     d[near] = rng.normal(size=(int(near.sum()), 3))
@@ -139,9 +146,8 @@ class SaddleSearch:
         ev = self.pot.evaluate(atoms)
         return ev.energy, ev.forces
 
-    def lowest_mode(self, atoms, previous, count):
-        """(λ1 of D, unit Cartesian direction u (N×3), curvature uᵀHu, D-space vector): the lowest
-        non-translational eigenpair, warm-started from ``previous`` (D space)."""
+    def lowest_mode(self, atoms, previous: Mode | None, count) -> Mode:
+        """The lowest non-translational eigenpair of D, warm-started from ``previous``."""
         from .hessian import assemble_hessian
         from .spectral import lowest_modes
 
@@ -150,9 +156,9 @@ class SaddleSearch:
         if previous is None:  # first call of a search: shift placed by inertia, result verified
             modes = lowest_modes(dh, k=4, want_vectors=True)
         else:  # warm start; shift safely below the previous lowest eigenvalue (one factorisation)
-            sigma = min(self._last_lowest, 0.0) - max(0.02, 0.5 * abs(self._last_lowest))
-            modes = lowest_modes(dh, k=4, want_vectors=True, initial=previous, sigma=sigma, verify=False)
-        self._last_lowest = float(modes.eigenvalues.min())
+            last = previous.lowest_computed
+            sigma = min(last, 0.0) - max(0.02, 0.5 * abs(last))
+            modes = lowest_modes(dh, k=4, want_vectors=True, initial=previous.vector, sigma=sigma, verify=False)
         m = atoms.get_masses()
         t = np.zeros((3 * len(atoms), 3))
         for a in range(3):
@@ -164,12 +170,13 @@ class SaddleSearch:
         if not candidates:
             raise ConvergenceError("no non-translational mode among the 4 lowest")
         i = candidates[0]
-        self.second_eigenvalue = float(modes.eigenvalues[candidates[1]]) if len(candidates) > 1 else float("inf")
         v = vecs[:, i] - t @ (t.T @ vecs[:, i])
         v /= np.linalg.norm(v)
         u = (v / np.repeat(np.sqrt(m), 3)).reshape(-1, 3)
         scale = np.linalg.norm(u)
-        return float(modes.eigenvalues[i]), u / scale, float(modes.eigenvalues[i]) / scale ** 2, v
+        lam = float(modes.eigenvalues[i])
+        second = float(modes.eigenvalues[candidates[1]]) if len(candidates) > 1 else float("inf")
+        return Mode(lam, u / scale, lam / scale ** 2, v, second, float(modes.eigenvalues.min()))
 
     def _relax_perpendicular(self, atoms, direction, n_steps, count):
         """Steepest descent on F − (F·d)d, moves capped at ``max_move`` per atom."""
@@ -215,7 +222,7 @@ class SaddleSearch:
         x = minimum.copy()
         x.calc = None
         x.positions += s.initial_displacement * d_step
-        prev = last_unstable = None
+        mode = last_unstable = None
         activating, returns = True, 0
         while True:
             if activating:
@@ -223,8 +230,8 @@ class SaddleSearch:
                     raise ConvergenceError(f"no negative mode below {s.eigenvalue_threshold:g} eV/(Å² amu) within "
                                            f"{s.max_activation_steps} activation steps")
                 count.activation_steps += 1
-                lam, u, curv, prev = self.lowest_mode(x, prev, count)
-                if lam < s.eigenvalue_threshold:
+                mode = self.lowest_mode(x, mode, count)
+                if mode.eigenvalue < s.eigenvalue_threshold:
                     activating = False
                     continue
                 x.positions += s.push_step * d_step
@@ -237,23 +244,23 @@ class SaddleSearch:
             fmax = float(np.linalg.norm(f, axis=1).max())
             if fmax < s.fmax:
                 return x
-            lam, u, curv, prev = self.lowest_mode(x, prev, count)
-            if lam >= 0:
+            mode = self.lowest_mode(x, mode, count)
+            if mode.eigenvalue >= 0:
                 returns += 1
                 if returns > s.max_returns:
-                    raise ConvergenceError(f"lost the negative mode {returns} times (λ1 = {lam:.3g})")
+                    raise ConvergenceError(f"lost the negative mode {returns} times (λ1 = {mode.eigenvalue:.3g})")
                 # resume activation along the last unstable direction, uphill
                 if last_unstable is not None:
                     d = -np.sign(np.sum(f * last_unstable) or 1.0) * last_unstable
                     d_step = d / np.linalg.norm(d, axis=1).max()
                 activating = True
                 continue
-            last_unstable = u
-            if s.newton and fmax < s.newton_force and self.second_eigenvalue > 0:
-                self._eigenvector_following_step(x, f, u, curv, count)
+            u = last_unstable = mode.direction
+            if s.newton and fmax < s.newton_force and mode.second_eigenvalue > 0:
+                self._eigenvector_following_step(x, f, u, mode.curvature, count)
                 continue
             f_par = float(np.sum(f * u))
-            move = np.clip(f_par / curv, -s.climb_step, s.climb_step)
+            move = np.clip(f_par / mode.curvature, -s.climb_step, s.climb_step)
             x.positions += move * u
             self._relax_perpendicular(x, u, s.perpendicular_steps, count)
 
@@ -291,7 +298,7 @@ class SaddleSearch:
         result.n_negative = sad.n_negative
         if sad.n_negative != 1:
             raise HpcvibError(f"converged to a stationary point with {sad.n_negative} negative eigenvalues")
-        lam, u, _, _ = self.lowest_mode(saddle, None, count)
+        u = self.lowest_mode(saddle, None, count).direction
         sides = []
         for sign in (1.0, -1.0):
             start = saddle.copy()

@@ -84,9 +84,9 @@ def _write_group(group, record: Record) -> None:
         group.create_dataset(k, data=np.asarray(v))
 
 
-def _read_group(section, key, stage, group) -> Record:
+def _read_group(section, key, stage, group, with_data: bool = True) -> Record:
     attrs = {k: _decode_attr(v) for k, v in group.attrs.items()}
-    data = {k: group[k][()] for k in group.keys()}
+    data = {k: group[k][()] for k in group.keys()} if with_data else {}
     return Record(section, key, stage, attrs, data)
 
 
@@ -180,8 +180,9 @@ class Database:
     def exists(self) -> bool:
         return os.path.exists(self.path)
 
-    def read(self, section: str = "configs", stage: str | None = None) -> dict:
-        """{key: {stage: Record}} of ``section`` from the main file and pending records."""
+    def read(self, section: str = "configs", stage: str | None = None, with_data: bool = True) -> dict:
+        """{key: {stage: Record}} of ``section`` from the main file and pending records
+        (``with_data=False``: attributes only, no arrays)."""
         import h5py
 
         if not self.exists():
@@ -192,13 +193,13 @@ class Database:
             for key, grp in f[section].items():
                 for st, g in grp.items():
                     if stage is None or st == stage:
-                        out.setdefault(key, {})[st] = _read_group(section, key, st, g)
+                        out.setdefault(key, {})[st] = _read_group(section, key, st, g, with_data)
         for p in sorted(glob.glob(os.path.join(self.pending_dir, f"{section}~*~*.h5"))):
             _, key, st = os.path.basename(p)[:-3].split("~")
             if stage is not None and st != stage:
                 continue
             with h5py.File(p, "r") as f:
-                out.setdefault(key, {})[st] = _read_group(section, key, st, f[f"/{section}/{key}/{st}"])
+                out.setdefault(key, {})[st] = _read_group(section, key, st, f[f"/{section}/{key}/{st}"], with_data)
         return out
 
     def read_record(self, section: str, key: str, stage: str) -> Record | None:
@@ -254,10 +255,12 @@ def atoms_from_record(record: Record):
 
 
 # -------------------------------------------------------------------- flat table and export
-def flat_table(db: Database) -> list[dict]:
-    """One row per configuration: labels, status per stage and the scalar results."""
+def flat_table(db: Database, configs: dict | None = None) -> list[dict]:
+    """One row per configuration: labels, status per stage and the scalar results
+    (``configs``: an already-read ``db.read("configs")``)."""
     rows = []
-    for key, stages in sorted(db.read("configs").items()):
+    configs = db.read("configs", with_data=False) if configs is None else configs
+    for key, stages in sorted(configs.items()):
         row = {"key": key}
         for st in STAGES:
             rec = stages.get(st)
@@ -290,8 +293,9 @@ def export_extxyz(db: Database, path: str, stage: str = "relax") -> int:
     from ase.io import write
 
     frames = []
-    table = {r["key"]: r for r in flat_table(db)}
-    for key, stages in sorted(db.read("configs").items()):
+    configs = db.read("configs")
+    table = {r["key"]: r for r in flat_table(db, configs)}
+    for key, stages in sorted(configs.items()):
         rec = stages.get(stage)
         if rec is None or not rec.ok or "positions" not in rec.data:
             continue

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import InputError
+from .structures import minimum_image
 
 #: squared neighbour-shell distances in (a0/2)² for shells 1..5 of bcc
 SHELL_D2 = (3, 4, 8, 11, 12)
@@ -221,8 +222,7 @@ def build_defect(spec: DefectSpec, n: int, a0: float, symbol: str = "Fe", seed: 
     if spec.variant > 0 and displacement > 0:
         rng = np.random.default_rng([seed, zlib.crc32(spec.key.encode())])
         centre_xyz = cluster[:, :3].mean(axis=0) * half
-        vec = atoms.positions - centre_xyz
-        vec -= np.rint(vec / (n * a0)) * n * a0
+        vec = minimum_image(atoms.positions - centre_xyz, atoms.get_cell())
         near = np.linalg.norm(vec, axis=1) <= displacement_radius
         atoms.positions[near] += rng.normal(0.0, displacement, size=(int(near.sum()), 3))
     atoms.info.update(spec.labels())

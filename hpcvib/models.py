@@ -242,8 +242,8 @@ def learning_curve(comm, make, X, y, test_fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n
             n_test = min(max(1, int(round(test_fractions[fi] * n))), n - 2)
             test, train = perm[:n_test], perm[n_test:]
             model = make().fit(X[train], y[train])
-            out.append((idx, rmse(y[train], model.predict(X[train])), mae(y[train], model.predict(X[train])),
-                        rmse(y[test], model.predict(X[test])), mae(y[test], model.predict(X[test]))))
+            p_train, p_test = model.predict(X[train]), model.predict(X[test])
+            out.append((idx, rmse(y[train], p_train), mae(y[train], p_train), rmse(y[test], p_test), mae(y[test], p_test)))
         return out
 
     mine = collective_call(comm, run_mine)

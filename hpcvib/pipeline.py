@@ -172,7 +172,8 @@ class Pipeline:
 
     def _keys_with(self, stage: str, predicate) -> list:
         def scan():
-            return sorted(k for k, st in self.db.read("configs", stage).items() if predicate(st[stage]))
+            records = self.db.read("configs", stage, with_data=False)
+            return sorted(k for k, st in records.items() if predicate(st[stage]))
         return root_only(self.comm, scan)
 
     def _relax(self, atoms):
@@ -527,7 +528,7 @@ class Pipeline:
 def summary_rows(db: Database) -> dict:
     """Counts per stage and status, failure reasons, and throughput (configurations per
     core-hour per stage, from the per-task wall times and group sizes)."""
-    configs = db.read("configs")
+    configs = db.read("configs", with_data=False)
     counts: dict = {}
     reasons: dict = {}
     seconds: dict = {}
@@ -541,7 +542,7 @@ def summary_rows(db: Database) -> dict:
             if "seconds" in rec.attrs:
                 seconds.setdefault(st, []).append(float(rec.attrs["seconds"]) * int(rec.attrs.get("ranks", 1)))
     event_counts: dict = {}
-    for key, stages in db.read("events").items():
+    for key, stages in db.read("events", with_data=False).items():
         ev = stages.get("event")
         if ev is not None:
             status = ev.attrs.get("status", "ok")

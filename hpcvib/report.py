@@ -53,8 +53,9 @@ def parity_plot(path, summary: dict, label: str) -> None:
     yhat = np.array(summary["prediction_split"])
     test = np.array(summary["split"]["test"], dtype=int)
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    order = np.argsort(_density_colours(y, yhat))
-    ax.scatter(y[order], yhat[order], c=_density_colours(y, yhat)[order], s=8, cmap="viridis", label="train")
+    density = _density_colours(y, yhat)
+    order = np.argsort(density)
+    ax.scatter(y[order], yhat[order], c=density[order], s=8, cmap="viridis", label="train")
     ax.scatter(y[test], yhat[test], facecolors="none", edgecolors="crimson", s=18, lw=0.8,
                label=f"test (RMSE {summary['split']['test_rmse']:.3g})")
     lo, hi = min(y.min(), yhat.min()), max(y.max(), yhat.max())
@@ -200,13 +201,13 @@ def results_table(db, fit_dir: str | None = None) -> str:
     E_f and exact S_f ranges per defect family (minima only), the events' ΔE and ln ν* ranges
     and their correlation (Eq. 31), RMSEs from ``fit.json``."""
     rows = {}
-    for key, st in db.read("configs").items():
+    for key, st in db.read("configs", with_data=False).items():
         th, gen = st.get("thermo"), st.get("generate")
         if th is None or not th.ok or gen is None:
             continue
         fam = f"{gen.attrs['kind']}{gen.attrs['size']}"
         rows.setdefault(fam, []).append((th.attrs["E_f_eV"], th.attrs["S_f_kB"]))
-    events = [st["event"] for st in db.read("events").values() if "event" in st and st["event"].ok]
+    events = [st["event"] for st in db.read("events", with_data=False).values() if "event" in st and st["event"].ok]
     event_lines = []
     if events:
         de = np.array([e.attrs["delta_E_eV"] for e in events])

@@ -129,6 +129,14 @@ def apply_isotropic_strain(atoms, strain: float):
     return out
 
 
+def minimum_image(vectors: np.ndarray, cell) -> np.ndarray:
+    """Minimum-image copies (Å) of difference vectors (…, 3) in a periodic ``cell`` (any shape)."""
+    cell = np.asarray(cell)
+    frac = np.linalg.solve(cell.T, np.reshape(vectors, (-1, 3)).T).T
+    frac -= np.rint(frac)
+    return (frac @ cell).reshape(np.shape(vectors))
+
+
 def remove_atoms(atoms, indices: Sequence[int]):
     """Copy of ``atoms`` without the given atoms (vacancies)."""
     out = atoms.copy()
