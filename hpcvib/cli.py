@@ -28,6 +28,17 @@ def add_potential_argument(parser):
                              "(*.eam.fs, *.eam.alloy, *.sw)")
 
 
+def add_solver_arguments(parser):
+    parser.add_argument("--solver", default="auto", choices=["auto", "mumps", "cholmod"],
+                        help="sparse factorisation for ln det': auto = CHOLMOD supernodal Cholesky "
+                             "(nested dissection) on one process, MUMPS LDLᵀ on several ranks or "
+                             "when D is not positive definite (saddles)")
+    parser.add_argument("--ordering", default="auto",
+                        choices=["auto", "nesdis", "metis", "amd", "amf", "pord", "qamd"],
+                        help="fill-reducing ordering: CHOLMOD nesdis (default), metis, amd; "
+                             "MUMPS (Debian: no METIS) amd, amf, pord, qamd; auto picks")
+
+
 def add_format_argument(parser):
     parser.add_argument("--format", dest="file_format", metavar="FMT", default=None,
                         help="ASE format of the structure files when the suffix does not tell "
@@ -163,9 +174,7 @@ class ThermoCommand:
         parser.add_argument("--dos-plot", metavar="PNG", help="write the vibrational DOS plot (with --spectrum)")
         parser.add_argument("--expect", choices=["minimum", "saddle"],
                             help="error unless every structure is of this kind")
-        parser.add_argument("--ordering", default="auto",
-                            choices=["auto", "amd", "amf", "pord", "qamd", "metis", "scotch"],
-                            help="MUMPS fill-reducing ordering (Debian's MUMPS: amd, amf, pord, qamd)")
+        add_solver_arguments(parser)
         parser.add_argument("--json", action="store_true", help="one JSON object per structure on stdout")
         add_format_argument(parser)
 
@@ -186,7 +195,7 @@ class ThermoCommand:
             pot.species_index(atoms, label)
             dh = assemble_hessian(comm, atoms, pot)
             res = analyse_structure(comm, atoms, pot, label, n_modes=args.modes, expect=expect,
-                                    ordering=args.ordering, hessian=dh)
+                                    ordering=args.ordering, hessian=dh, solver=args.solver)
             out = res.to_dict()
             out["potential"] = pot.name
             if args.temperature is not None:
@@ -205,7 +214,9 @@ def _formation_entropy(comm, pot, label, atoms, res, args, cache):
     """S_f against the reference cell; each distinct reference is analysed once (``cache``)."""
     from .errors import InputError
     from .parallel import root_only
-    from .thermo import analyse_structure, formation_entropy, perfect_bcc_reference
+    from .parallel import collective_call
+    from .thermo import (analyse_perfect_bcc, analyse_structure, bcc_reference_parameters,
+                         formation_entropy, perfect_bcc_reference)
 
     if args.reference == "auto":
         key = ("auto", tuple(np.round(np.asarray(atoms.get_cell()).ravel(), 8)), atoms.get_chemical_symbols()[0])
@@ -221,14 +232,20 @@ def _formation_entropy(comm, pot, label, atoms, res, args, cache):
     if not np.allclose(ref_cell, np.asarray(atoms.get_cell()), atol=1e-6):
         raise InputError(f"{ref_label}: reference cell differs from the cell of {label} "
                          f"(S_f needs the same strain and volume)")
-    if ref is None:
-        ref = analyse_structure(comm, ref_atoms, pot, ref_label, expect="minimum", ordering=args.ordering)
+    if ref is None and args.reference == "auto":
+        # a perfect Bravais crystal: exact ln det' by Bloch sums, O(N), no factorisation
+        reps, a = bcc_reference_parameters(atoms, label)
+        ref = collective_call(comm, analyse_perfect_bcc, pot, ref_atoms, reps, a, ref_label)
+        cache[key] = (ref_cell, ref_label, ref_atoms, ref)
+    elif ref is None:
+        ref = analyse_structure(comm, ref_atoms, pot, ref_label, expect="minimum", ordering=args.ordering,
+                                solver=args.solver)
         cache[key] = (ref_cell, ref_label, ref_atoms, ref)
     s_f, convention = formation_entropy(res.ln_det_prime, res.n_atoms, ref.ln_det_prime, ref.n_atoms,
                                         args.temperature)
     return {"S_f_kB": s_f, "S_f_convention": convention,
             "reference": {"structure": ref.label, "n_atoms": ref.n_atoms, "ln_det_prime": ref.ln_det_prime,
-                          "energy_eV": ref.energy},
+                          "energy_eV": ref.energy, "method": ref.factorisation["solver"]},
             "E_f_eV": res.energy - res.n_atoms / ref.n_atoms * ref.energy}
 
 
@@ -298,8 +315,7 @@ class PrefactorCommand:
         add_potential_argument(parser)
         parser.add_argument("--temperature", "-t", type=float, nargs="+", default=[300.0], metavar="T",
                             help="temperatures (K) for the rate (default 300)")
-        parser.add_argument("--ordering", default="auto",
-                            choices=["auto", "amd", "amf", "pord", "qamd", "metis", "scotch"])
+        add_solver_arguments(parser)
         parser.add_argument("--json", action="store_true", help="one JSON object per saddle on stdout")
         add_format_argument(parser)
 
@@ -314,7 +330,8 @@ class PrefactorCommand:
         for label_s, atoms_s in saddles:
             check_same_system(atoms_m, atoms_s, label_m, label_s)
         pot.species_index(atoms_m, label_m)
-        m = analyse_structure(comm, atoms_m, pot, label_m, expect="minimum", ordering=args.ordering)
+        m = analyse_structure(comm, atoms_m, pot, label_m, expect="minimum", ordering=args.ordering,
+                              solver=args.solver)
         for label_s, atoms_s in saddles:
             s = analyse_structure(comm, atoms_s, pot, label_s, expect="saddle", ordering=args.ordering)
             lam = float(s.lowest_eigenvalues[0])

@@ -112,67 +112,154 @@ def _tables(twojmax: int, full: bool):
     return idxu, comps, cg_offset, cg, sqrt_int
 
 
+@functools.lru_cache(maxsize=8)
+def _contraction_plan(twojmax: int, full: bool):
+    """The bispectrum contraction as flat lists, built once per (jmax, set) from the CG tables.
+
+    B_{j1 j2 j} = Σ_slots w · Re[(u^j_{m m'})* Z_{m m'}] over half of the (m, m') plane (w = 2,
+    or 1 at the centre of an integer-j layer: u and Z both satisfy X_{−m,−m'} = (−1)^{m−m'} X*),
+    Z_{m m'} = Σ_terms c · u[p1] u[p2] with c = C^{jm}_{j1m1 j2m2} C^{jm'}_{j1m1' j2m2'} ≠ 0.
+    When j1 = j2 (the paper's diagonal set) the terms (m1, m1') and (m2, m2') = (m − m1, m' − m1')
+    are equal — CG symmetry gives (−1)^{2(j1+j2−j)} = 1 — so each unordered pair is listed once
+    with its coefficient doubled: half the products.
+
+    Returns (slot_ptr [K+1], slot_pos, slot_weight, term_ptr [slots+1], term_p1, term_p2, term_c).
+    """
+    idxu, comps, cg_offset, cg, _ = _tables(twojmax, full)
+    slot_ptr, slot_pos, slot_weight = [0], [], []
+    term_ptr, p1s, p2s, coefs = [0], [], [], []
+    for k, (tj1, tj2, tj) in enumerate(comps):
+        n, n1, n2 = tj + 1, tj1 + 1, tj2 + 1
+        shift = (tj1 + tj2 - tj) // 2
+        off = cg_offset[k]
+        for ma in range((tj + 2) // 2):
+            middle = 2 * ma == tj
+            for mb in range(n):
+                if middle and 2 * mb > tj:
+                    break
+                terms = {}
+                for ma1 in range(n1):
+                    ma2 = ma - ma1 + shift
+                    if not 0 <= ma2 < n2 or cg[off + ma * n1 + ma1] == 0.0:
+                        continue
+                    for mb1 in range(n1):
+                        mb2 = mb - mb1 + shift
+                        if not 0 <= mb2 < n2:
+                            continue
+                        c = cg[off + ma * n1 + ma1] * cg[off + mb * n1 + mb1]
+                        if c == 0.0:
+                            continue
+                        p1 = idxu[tj1] + ma1 * n1 + mb1
+                        p2 = idxu[tj2] + ma2 * n2 + mb2
+                        if tj1 == tj2 and p1 > p2:
+                            continue  # listed as its partner (p2, p1), doubled below
+                        if tj1 == tj2 and p1 < p2:
+                            c *= 2.0
+                        terms[(p1, p2)] = terms.get((p1, p2), 0.0) + c
+                slot_pos.append(idxu[tj] + ma * n + mb)
+                slot_weight.append(1.0 if (middle and 2 * mb == tj) else 2.0)
+                for (p1, p2), c in terms.items():
+                    p1s.append(p1)
+                    p2s.append(p2)
+                    coefs.append(c)
+                term_ptr.append(len(p1s))
+        slot_ptr.append(len(slot_pos))
+    as_int = functools.partial(np.array, dtype=np.int64)
+    return (as_int(slot_ptr), as_int(slot_pos), np.array(slot_weight), as_int(term_ptr),
+            as_int(p1s), as_int(p2s), np.array(coefs))
+
+
 # ------------------------------------------------------------------------------------------
 # numba kernels
 # ------------------------------------------------------------------------------------------
 @nb.njit(cache=True, inline="always")
-def _add_wigner(u_re, u_im, x, y, z, r, rcut, rfac0, weight, twojmax, idxu, sq, work_re, work_im):
-    """u += weight · f_c(r) · U^j(a, b) for all layers j (work arrays hold one neighbour's U)."""
+def _cayley_klein(x, y, z, r, rcut, rfac0, weight):
+    """(a_re, a_im, b_re, b_im, weight · f_c(r)) of one neighbour at (x, y, z), r = |(x, y, z)|."""
     theta0 = rfac0 * np.pi * r / rcut
     z0 = r / np.tan(theta0)
     r0inv = 1.0 / np.sqrt(r * r + z0 * z0)
-    a_re, a_im = z0 * r0inv, -z * r0inv
-    b_re, b_im = y * r0inv, -x * r0inv
     fc = weight * 0.5 * (np.cos(np.pi * r / rcut) + 1.0)
-    work_re[0] = 1.0
-    work_im[0] = 0.0
-    u_re[0] += fc
+    return z0 * r0inv, -z * r0inv, y * r0inv, -x * r0inv, fc
+
+
+@nb.njit(cache=True, inline="always")
+def _add_wigner(u_re, u_im, a_re, a_im, b_re, b_im, fc, nn, twojmax, idxu, sq, p_re, p_im, c_re, c_im):
+    """u += Σ_k fc_k U^j(a_k, b_k) over the ``nn`` neighbours k, for all layers j.
+
+    U^j from U^{j−½} by coupling with spin ½, for all neighbours at once: element e of a layer
+    is row e[:, k] of the (element × neighbour) work arrays, so every inner loop runs over the
+    neighbours with no branch (SIMD). Seeding layer 0 with fc_k makes every layer carry the
+    factor (the recursion is linear). Rows m ≤ 0 only (the rest by symmetry, _fill_lower_half);
+    the end columns mb = 0 and mb = 2j, which have one term, are peeled off.
+      row ma = 0:  U[mb] = sqrt(mb/2j)(−b*) U'[mb−1] + sqrt((2j−mb)/2j) a* U'[mb]
+      row ma > 0:  U[ma][mb] = sqrt(1/ma)[sqrt(mb) a U'[ma−1][mb−1] + sqrt(2j−mb) b U'[ma−1][mb]]
+    (angular momenta doubled: 2j = tj, ma, mb = m + j, m' + j)."""
+    total = 0.0
+    for k in range(nn):
+        p_re[0, k] = fc[k]
+        p_im[0, k] = 0.0
+        total += fc[k]
+    u_re[0] += total
     for tj in range(1, twojmax + 1):
-        cur = idxu[tj]
-        prev = idxu[tj - 1]
         n = tj + 1
         inv_tj = 1.0 / sq[tj]
-        for mb in range(n):
-            # ma = 0 (m = −j): U = sqrt(mb/tj)(−b*) U'[0][mb−1] + sqrt((tj−mb)/tj) a* U'[0][mb]
-            vr = 0.0
-            vi = 0.0
-            if mb > 0:
-                pr, pi = work_re[prev + mb - 1], work_im[prev + mb - 1]
-                c = sq[mb] * inv_tj
-                # (−b*) = (−b_re, +b_im)
-                vr += c * (-b_re * pr - b_im * pi)
-                vi += c * (-b_re * pi + b_im * pr)
-            if mb < tj:
-                pr, pi = work_re[prev + mb], work_im[prev + mb]
-                c = sq[tj - mb] * inv_tj
-                # a* = (a_re, −a_im)
-                vr += c * (a_re * pr + a_im * pi)
-                vi += c * (a_re * pi - a_im * pr)
-            work_re[cur + mb] = vr
-            work_im[cur + mb] = vi
-        for ma in range(1, tj // 2 + 1):  # rows ma > j follow by symmetry (_fill_lower_half)
+        for k in range(nn):
+            pr = p_re[0, k]
+            pi = p_im[0, k]
+            c_re[0, k] = a_re[k] * pr + a_im[k] * pi
+            c_im[0, k] = a_re[k] * pi - a_im[k] * pr
+        for mb in range(1, tj):
+            c1 = sq[mb] * inv_tj
+            c2 = sq[tj - mb] * inv_tj
+            for k in range(nn):
+                pr = p_re[mb - 1, k]
+                pi = p_im[mb - 1, k]
+                qr = p_re[mb, k]
+                qi = p_im[mb, k]
+                c_re[mb, k] = c1 * (-b_re[k] * pr - b_im[k] * pi) + c2 * (a_re[k] * qr + a_im[k] * qi)
+                c_im[mb, k] = c1 * (-b_re[k] * pi + b_im[k] * pr) + c2 * (a_re[k] * qi - a_im[k] * qr)
+        for k in range(nn):
+            pr = p_re[tj - 1, k]
+            pi = p_im[tj - 1, k]
+            c_re[tj, k] = -b_re[k] * pr - b_im[k] * pi
+            c_im[tj, k] = -b_re[k] * pi + b_im[k] * pr
+        for ma in range(1, tj // 2 + 1):
             inv = 1.0 / sq[ma]
-            row_prev = prev + (ma - 1) * tj
-            row = cur + ma * n
-            for mb in range(n):
-                # U = sqrt(1/ma)[sqrt(mb) a U'[ma−1][mb−1] + sqrt(tj−mb) b U'[ma−1][mb]]
-                vr = 0.0
-                vi = 0.0
-                if mb > 0:
-                    pr, pi = work_re[row_prev + mb - 1], work_im[row_prev + mb - 1]
-                    c = sq[mb] * inv
-                    vr += c * (a_re * pr - a_im * pi)
-                    vi += c * (a_re * pi + a_im * pr)
-                if mb < tj:
-                    pr, pi = work_re[row_prev + mb], work_im[row_prev + mb]
-                    c = sq[tj - mb] * inv
-                    vr += c * (b_re * pr - b_im * pi)
-                    vi += c * (b_re * pi + b_im * pr)
-                work_re[row + mb] = vr
-                work_im[row + mb] = vi
-        for p in range(cur, cur + (tj // 2 + 1) * n):
-            u_re[p] += fc * work_re[p]
-            u_im[p] += fc * work_im[p]
+            rp = (ma - 1) * tj  # row ma − 1 of the previous layer (width tj)
+            rc = ma * n
+            c2 = sq[tj] * inv
+            for k in range(nn):
+                qr = p_re[rp, k]
+                qi = p_im[rp, k]
+                c_re[rc, k] = c2 * (b_re[k] * qr - b_im[k] * qi)
+                c_im[rc, k] = c2 * (b_re[k] * qi + b_im[k] * qr)
+            for mb in range(1, tj):
+                c1 = sq[mb] * inv
+                c2 = sq[tj - mb] * inv
+                for k in range(nn):
+                    pr = p_re[rp + mb - 1, k]
+                    pi = p_im[rp + mb - 1, k]
+                    qr = p_re[rp + mb, k]
+                    qi = p_im[rp + mb, k]
+                    c_re[rc + mb, k] = c1 * (a_re[k] * pr - a_im[k] * pi) + c2 * (b_re[k] * qr - b_im[k] * qi)
+                    c_im[rc + mb, k] = c1 * (a_re[k] * pi + a_im[k] * pr) + c2 * (b_re[k] * qi + b_im[k] * qr)
+            c1 = sq[tj] * inv
+            for k in range(nn):
+                pr = p_re[rp + tj - 1, k]
+                pi = p_im[rp + tj - 1, k]
+                c_re[rc + tj, k] = c1 * (a_re[k] * pr - a_im[k] * pi)
+                c_im[rc + tj, k] = c1 * (a_re[k] * pi + a_im[k] * pr)
+        base = idxu[tj]
+        for e in range((tj // 2 + 1) * n):
+            sr = 0.0
+            si = 0.0
+            for k in range(nn):
+                sr += c_re[e, k]
+                si += c_im[e, k]
+            u_re[base + e] += sr
+            u_im[base + e] += si
+        p_re, c_re = c_re, p_re
+        p_im, c_im = c_im, p_im
 
 
 @nb.njit(cache=True, inline="always")
@@ -190,71 +277,71 @@ def _fill_lower_half(u_re, u_im, twojmax, idxu):
 
 
 @nb.njit(cache=True, inline="always")
-def _bispectrum_component(u_re, u_im, idxu, tj1, tj2, tj, cg, off):
-    """B_{j1 j2 j} = Σ_{m m'} Re[(u^j_{m m'})* Z_{m m'}] with
-    Z_{m m'} = Σ_{m1 m1'} C^{jm}_{j1m1 j2(m−m1)} C^{jm'}_{j1m1' j2(m'−m1')} u^{j1}_{m1 m1'} u^{j2}_{m−m1, m'−m1'}.
-
-    u and Z both satisfy X_{−m,−m'} = (−1)^{m−m'} X*_{m,m'}, so the terms at (m, m') and
-    (−m, −m') have equal real parts: half of the (m, m') plane is summed with weight 2 (the
-    centre m = m' = 0 of an integer-j layer once)."""
-    n, n1, n2 = tj + 1, tj1 + 1, tj2 + 1
-    shift = (tj1 + tj2 - tj) // 2  # ma2 = ma − ma1 + shift
-    u0, u1, u2 = idxu[tj], idxu[tj1], idxu[tj2]
-    total = 0.0
-    for ma in range((tj + 2) // 2):
-        middle = 2 * ma == tj
-        for mb in range(n):
-            if middle and 2 * mb > tj:
-                break
-            weight = 1.0 if (middle and 2 * mb == tj) else 2.0
+def _bispectrum(u_re, u_im, slot_ptr, slot_pos, slot_weight, term_ptr, term_p1, term_p2, term_c,
+                out, row):
+    """All components B_k of one atom from the flat contraction plan (:func:`_contraction_plan`)."""
+    for k in range(len(slot_ptr) - 1):
+        total = 0.0
+        for s in range(slot_ptr[k], slot_ptr[k + 1]):
             zr = 0.0
             zi = 0.0
-            for ma1 in range(n1):
-                ma2 = ma - ma1 + shift
-                if ma2 < 0 or ma2 >= n2:
-                    continue
-                ca = cg[off + ma * n1 + ma1]
-                if ca == 0.0:
-                    continue
-                for mb1 in range(n1):
-                    mb2 = mb - mb1 + shift
-                    if mb2 < 0 or mb2 >= n2:
-                        continue
-                    c = ca * cg[off + mb * n1 + mb1]
-                    p1 = u1 + ma1 * n1 + mb1
-                    p2 = u2 + ma2 * n2 + mb2
-                    zr += c * (u_re[p1] * u_re[p2] - u_im[p1] * u_im[p2])
-                    zi += c * (u_re[p1] * u_im[p2] + u_im[p1] * u_re[p2])
-            p = u0 + ma * n + mb
-            total += weight * (u_re[p] * zr + u_im[p] * zi)
-    return total
+            for t in range(term_ptr[s], term_ptr[s + 1]):
+                a = term_p1[t]
+                b = term_p2[t]
+                c = term_c[t]
+                zr += c * (u_re[a] * u_re[b] - u_im[a] * u_im[b])
+                zi += c * (u_re[a] * u_im[b] + u_im[a] * u_re[b])
+            p = slot_pos[s]
+            total += slot_weight[s] * (u_re[p] * zr + u_im[p] * zi)
+        out[row, k] = total
 
 
 @nb.njit(cache=True, parallel=True)
 def _descriptors(centres, indptr, vec, dist, index, weights, rcut, rfac0, twojmax, idxu, sq,
-                 comps, cg_offset, cg):
+                 n_threads, slot_ptr, slot_pos, slot_weight, term_ptr, term_p1, term_p2, term_c):
+    """Per-atom bispectrum of the centres; atoms are dealt in contiguous chunks to the threads,
+    each chunk with its own work arrays."""
     ncen = len(centres)
-    ncomp = comps.shape[0]
+    ncomp = len(slot_ptr) - 1
     nu = idxu[twojmax + 1]
     out = np.zeros((ncen, ncomp))
-    for c in nb.prange(ncen):
+    maxdeg = 1
+    for c in range(ncen):
+        maxdeg = max(maxdeg, indptr[c + 1] - indptr[c])
+    n_elem = (twojmax // 2 + 1) * (twojmax + 1)  # half rows of the largest layer
+    n_chunks = max(1, min(ncen, 8 * n_threads))
+    for ch in nb.prange(n_chunks):
         u_re = np.zeros(nu)
         u_im = np.zeros(nu)
-        work_re = np.zeros(nu)
-        work_im = np.zeros(nu)
-        # self term U^j(0) = identity, weight 1
-        for tj in range(twojmax + 1):
-            for ma in range(tj + 1):
-                u_re[idxu[tj] + ma * (tj + 1) + ma] = 1.0
-        for e in range(indptr[c], indptr[c + 1]):
-            r = dist[e]
-            if r < rcut:
-                _add_wigner(u_re, u_im, vec[e, 0], vec[e, 1], vec[e, 2], r, rcut, rfac0,
-                            weights[index[e]], twojmax, idxu, sq, work_re, work_im)
-        _fill_lower_half(u_re, u_im, twojmax, idxu)
-        for k in range(ncomp):
-            out[c, k] = _bispectrum_component(u_re, u_im, idxu, comps[k, 0], comps[k, 1], comps[k, 2],
-                                              cg, cg_offset[k])
+        p_re = np.zeros((n_elem, maxdeg))
+        p_im = np.zeros((n_elem, maxdeg))
+        c_re = np.zeros((n_elem, maxdeg))
+        c_im = np.zeros((n_elem, maxdeg))
+        a_re = np.zeros(maxdeg)
+        a_im = np.zeros(maxdeg)
+        b_re = np.zeros(maxdeg)
+        b_im = np.zeros(maxdeg)
+        fc = np.zeros(maxdeg)
+        for c in range(ch * ncen // n_chunks, (ch + 1) * ncen // n_chunks):
+            u_re[:] = 0.0
+            u_im[:] = 0.0
+            # self term U^j(0) = identity, weight 1
+            for tj in range(twojmax + 1):
+                for ma in range(tj + 1):
+                    u_re[idxu[tj] + ma * (tj + 1) + ma] = 1.0
+            nn = 0
+            for e in range(indptr[c], indptr[c + 1]):
+                r = dist[e]
+                if r < rcut:
+                    a_re[nn], a_im[nn], b_re[nn], b_im[nn], fc[nn] = _cayley_klein(
+                        vec[e, 0], vec[e, 1], vec[e, 2], r, rcut, rfac0, weights[index[e]])
+                    nn += 1
+            if nn > 0:
+                _add_wigner(u_re, u_im, a_re, a_im, b_re, b_im, fc, nn, twojmax, idxu, sq,
+                            p_re, p_im, c_re, c_im)
+            _fill_lower_half(u_re, u_im, twojmax, idxu)
+            _bispectrum(u_re, u_im, slot_ptr, slot_pos, slot_weight, term_ptr, term_p1, term_p2,
+                        term_c, out, c)
     return out
 
 
@@ -293,13 +380,15 @@ def per_atom_descriptors(atoms, settings: DescriptorSettings, centres: np.ndarra
     if settings.rcut <= 0:
         raise InputError(f"descriptor cut-off must be positive (got {settings.rcut})")
     twojmax = settings.twojmax
-    idxu, comps, cg_offset, cg, sq = _tables(twojmax, settings.full)
+    idxu, _, _, _, sq = _tables(twojmax, settings.full)
+    plan = _contraction_plan(twojmax, settings.full)
     cl = cell_list or CellList(atoms.get_positions(), np.asarray(atoms.get_cell()), settings.rcut)
     nl = cl.query(centres)
     symbols = atoms.get_chemical_symbols()
     weights = np.array([(settings.weights or {}).get(s, 1.0) for s in symbols], dtype=float)
     return _descriptors(nl.centres, nl.indptr, nl.vector_e3, nl.distance, nl.index, weights,
-                        float(settings.rcut), float(settings.rfac0), twojmax, idxu, sq, comps, cg_offset, cg)
+                        float(settings.rcut), float(settings.rfac0), twojmax, idxu, sq,
+                        nb.get_num_threads(), *plan)
 
 
 @dataclass

@@ -5,6 +5,8 @@
   (INFOG(12): the inertia, by Sylvester's law) and the null pivots (INFOG(28)).
 * :func:`log_pseudo_determinant` — ln det'(D) of a periodic cell, exact, without eigenvalues:
   ln det'(D) = ln|det D_(-k)| + 3 ln(M_tot/m_k), D_(-k) = D without the rows of atom k.
+  On one process a positive-definite D_(-k) is factored by CHOLMOD (supernodal Cholesky,
+  nested dissection; :mod:`hpcvib.cholmod`), otherwise — and always for saddles — by MUMPS.
 * :func:`lowest_modes` — the k lowest eigenpairs of D by SLEPc Krylov–Schur with
   shift-and-invert (MUMPS), the shift placed below the spectrum and checked by inertia.
 * :func:`dense_eigenvalues` — LAPACK reference for small cells.
@@ -25,6 +27,9 @@ from .log import get_logger
 ORDERINGS = {"amd": 0, "amf": 2, "scotch": 3, "pord": 4, "metis": 5, "qamd": 6, "auto": 7}
 #: Default ordering, measured fastest on 3D bcc/diamond lattices with Debian's MUMPS (bench/).
 DEFAULT_ORDERING = "auto"
+#: Sparse direct solvers for ln det': ``auto`` = CHOLMOD on one process when available, with
+#: MUMPS LDLᵀ when D_(-k) is not positive definite; MUMPS on several processes.
+SOLVERS = ("auto", "mumps", "cholmod")
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Factorisation:
     ordering: str
     n: int
     info: dict = field(default_factory=dict)
+    solver: str = "mumps"
 
 
 def _set_default_options(prefix: str, defaults: dict) -> None:
@@ -150,31 +156,88 @@ def choose_pinned_atom(masses: np.ndarray) -> int:
     return int(np.flatnonzero(masses == masses.max())[0])
 
 
-def log_pseudo_determinant(dh, pinned_atom: int | None = None, ordering: str = DEFAULT_ORDERING
-                           ) -> PseudoDeterminant:
-    """Exact ln det'(D) of the distributed Hessian ``dh`` by one MUMPS factorisation (THEORY §3).
+def _cholmod_logdet(dh, k: int, ordering: str) -> Factorisation | None:
+    """ln|det D_(-k)| by CHOLMOD on one process; None when D_(-k) is not positive definite."""
+    from . import cholmod
+
+    t0 = time.perf_counter()
+    D = dh.gather_scipy(mass_weighted=True)
+    keep = np.ones(D.shape[0], dtype=bool)
+    keep[3 * k:3 * k + 3] = False
+    D = D[keep][:, keep]
+    res = cholmod.cholesky_logdet(D, ordering=cholmod.DEFAULT_ORDERING if ordering == "auto" else ordering)
+    if not res.positive_definite:
+        get_logger("spectral").info("D_(-%d) is not positive definite (CHOLMOD stopped at column %d of "
+                                    "%d): MUMPS LDLᵀ counts the negative eigenvalues", k, res.minor, res.n)
+        return None
+    return Factorisation(res.ln_det, 1.0, 0, 0, time.perf_counter() - t0, res.peak_mb, res.peak_mb,
+                         res.ordering, res.n, {"flops_elimination": res.gflop * 1e9,
+                                               "factor_entries": res.factor_entries,
+                                               "analyse_s": res.analyse_seconds,
+                                               "factor_s": res.factor_seconds}, "cholmod")
+
+
+def choose_solver(comm, solver: str = "auto") -> str:
+    """The sparse solver :func:`log_pseudo_determinant` will use on ``comm``."""
+    from . import cholmod
+
+    if solver not in SOLVERS:
+        raise HpcvibError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})")
+    if solver == "cholmod":
+        if comm.size > 1:
+            raise HpcvibError("the CHOLMOD solver runs on one process; use --solver mumps (or auto) "
+                              f"on {comm.size} ranks")
+        if not cholmod.available():
+            raise HpcvibError(f"CHOLMOD solver unavailable: {cholmod.unavailable_reason()}")
+        return "cholmod"
+    if solver == "auto" and comm.size == 1:
+        if cholmod.available():
+            return "cholmod"
+        if not _CHOLMOD_NOTICE:
+            _CHOLMOD_NOTICE.append(True)
+            get_logger("spectral").info("CHOLMOD not used (%s): MUMPS factors on one process",
+                                        cholmod.unavailable_reason())
+    return "mumps"
+
+
+_CHOLMOD_NOTICE: list = []
+
+
+def log_pseudo_determinant(dh, pinned_atom: int | None = None, ordering: str = DEFAULT_ORDERING,
+                           solver: str = "auto") -> PseudoDeterminant:
+    """Exact ln det'(D) of the distributed Hessian ``dh`` by one sparse factorisation (THEORY §3).
 
     ln det'(D) = ln|det D_(-k)| + 3 ln(M_tot / m_k); the number of negative eigenvalues of D is
     the number of negative pivots of D_(-k). A null pivot means D has more than the three zero
     modes of a periodic cell (a mechanically unstable or disconnected structure): an error.
+    ``solver`` (:data:`SOLVERS`): CHOLMOD Cholesky proves positive definiteness (inertia 0)
+    when it succeeds; otherwise MUMPS LDLᵀ gives the determinant and the inertia.
     """
     log = get_logger("spectral")
     masses = dh.masses
     k = choose_pinned_atom(masses) if pinned_atom is None else int(pinned_atom)
     if not 0 <= k < len(masses):
         raise HpcvibError(f"pinned atom {k} out of range (0..{len(masses) - 1})")
-    mat = dh.petsc_matrix(mass_weighted=True, symmetric=True, exclude_atom=k)
-    try:
-        fac = mumps_logdet(mat, ordering=ordering)
-    finally:
-        mat.destroy()
+    fac = None
+    from .cholmod import ORDERINGS as CHOLMOD_ORDERINGS
+
+    if solver == "auto" and ordering != "auto" and ordering not in CHOLMOD_ORDERINGS:
+        solver = "mumps"  # a MUMPS-only ordering was asked for
+    if choose_solver(dh.comm, solver) == "cholmod":
+        fac = _cholmod_logdet(dh, k, ordering)
+    if fac is None:
+        mat = dh.petsc_matrix(mass_weighted=True, symmetric=True, exclude_atom=k)
+        try:
+            fac = mumps_logdet(mat, ordering=ordering if ordering in ORDERINGS else DEFAULT_ORDERING)
+        finally:
+            mat.destroy()
     if fac.n_null > 0 or not np.isfinite(fac.ln_abs_det):
         raise HpcvibError(f"dynamical matrix is singular beyond the 3 translations "
                           f"({fac.n_null} null pivot(s) after removing atom {k}): the structure is "
                           f"not a stationary point of a bound system, or a part of it is free")
     ln_det = fac.ln_abs_det + 3.0 * np.log(masses.sum() / masses[k])
-    log.info("ln det'(D) = %.12f, %d negative eigenvalue(s); MUMPS %s: %.2f s, %d MB (max/rank)",
-             ln_det, fac.n_negative, fac.ordering, fac.seconds, fac.memory_mb_max)
+    log.info("ln det'(D) = %.12f, %d negative eigenvalue(s); %s %s: %.2f s, %d MB (max/rank)",
+             ln_det, fac.n_negative, fac.solver.upper(), fac.ordering, fac.seconds, fac.memory_mb_max)
     return PseudoDeterminant(float(ln_det), fac.n_negative, k, fac)
 
 

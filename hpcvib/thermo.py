@@ -135,11 +135,13 @@ class StructureAnalysis:
 
 def analyse_structure(comm, atoms, potential, label: str = "<structure>", n_modes: int = 0,
                       want_vectors: bool = False, ordering: str = "auto", expect: str | None = None,
-                      hessian=None) -> StructureAnalysis:
+                      hessian=None, solver: str = "auto") -> StructureAnalysis:
     """Energy, exact ln det'(D), inertia and (optionally) the lowest modes of ``atoms``.
 
     ``expect`` = ``"minimum"`` or ``"saddle"`` turns a wrong inertia into
     :class:`NotAMinimumError` naming the negative eigenvalues. Collective over ``comm``.
+    ``solver``: see :func:`hpcvib.spectral.log_pseudo_determinant`; an expected saddle goes
+    straight to MUMPS LDLᵀ (a Cholesky attempt would only fail).
     """
     from .hessian import assemble_hessian
     from .spectral import log_pseudo_determinant, lowest_modes
@@ -157,7 +159,9 @@ def analyse_structure(comm, atoms, potential, label: str = "<structure>", n_mode
     dh = hessian or assemble_hessian(comm, atoms, potential)
     timings["hessian"] = time.perf_counter() - t
     t = time.perf_counter()
-    pd = log_pseudo_determinant(dh, ordering=ordering)
+    if expect == "saddle" and solver == "auto":
+        solver = "mumps"
+    pd = log_pseudo_determinant(dh, ordering=ordering, solver=solver)
     timings["factorisation"] = time.perf_counter() - t
     wanted = max(n_modes, pd.n_negative)  # the negative eigenvalues are always reported
     lowest, vectors = np.zeros(0), None
@@ -169,7 +173,7 @@ def analyse_structure(comm, atoms, potential, label: str = "<structure>", n_mode
     fac = pd.factorisation
     result = StructureAnalysis(label, len(atoms), ev.energy, fmax, pd.ln_det_prime, pd.n_negative,
                                lowest, vectors, pd.pinned_atom, timings,
-                               {"solver": "mumps", "ordering": fac.ordering, "seconds": fac.seconds,
+                               {"solver": fac.solver, "ordering": fac.ordering, "seconds": fac.seconds,
                                 "memory_MB_max_rank": fac.memory_mb_max, "memory_MB_total": fac.memory_mb_total,
                                 "ranks": comm.size})
     check_kind(result, expect)
@@ -200,14 +204,65 @@ def check_same_system(minimum, saddle, label_m: str, label_s: str) -> None:
         raise InputError(f"{label_s}: cell differs from minimum {label_m}")
 
 
-def perfect_bcc_reference(atoms, source: str = "<structure>"):
-    """The perfect bcc cell with the same (orthogonal) cell as the defect cell ``atoms``.
+def bloch_ln_det_prime_bcc(potential, atoms, reps, a: float, q_chunk: int = 8192) -> tuple[float, float]:
+    """Exact ln det'(D) of a perfect bcc supercell of ``reps`` = (n_x, n_y, n_z) cubic cells of
+    side ``a`` (Å) by Bloch's theorem, in O(N) — no factorisation (THEORY §3).
 
-    Repetitions n_a = L_a / a along each axis with a from the volume per atom; rejected (with
-    a request for ``--reference``) unless the cell is orthogonal and 2 n_x n_y n_z is within
-    10 % of N."""
-    from .structures import bcc_supercell
+    Every atom of a Bravais crystal is equivalent, so D is block-circulant and its 3N eigenvalues
+    are those of the 3×3 Hermitian D(q) = (1/m) Σ_b H(0, b) e^{i q·d_b} at the N wave vectors
+    commensurate with the supercell. H(0, b) is the exact Hessian row of atom 0 in the periodic
+    cell itself (image contributions included; the phase is the same for every image because q
+    is commensurate). The grid q = 2π/a (h/n_x, k/n_y, l/n_z), 0 ≤ h < 2n_x, … holds each class
+    modulo the fcc reciprocal lattice four times; the four copies of Γ carry the three zero
+    modes and are left out: ln det'(D) = ¼ Σ_{q ∉ Γ} ln det D(q).
+    Returns (ln det'(D), smallest non-zero eigenvalue); a non-positive eigenvalue (mechanically
+    unstable lattice) is an error.
+    """
+    from .structures import minimum_image
 
+    reps = np.asarray(reps, dtype=np.int64)
+    rows = potential.hessian_rows(atoms, np.array([0]))
+    pos = atoms.get_positions()
+    d = minimum_image(pos[rows.cols] - pos[0], atoms.get_cell())
+    blocks = rows.blocks / atoms.get_masses()[0]
+    grid = np.stack(np.meshgrid(*[np.arange(2 * n) for n in reps], indexing="ij"), axis=-1).reshape(-1, 3)
+    whole = grid % reps == 0
+    gamma = whole.all(axis=1) & ((grid // reps).sum(axis=1) % 2 == 0)
+    q = 2.0 * np.pi / a * (grid[~gamma] / reps)
+    total, lowest = 0.0, np.inf
+    for start in range(0, len(q), q_chunk):
+        phase = np.exp(1j * (d @ q[start:start + q_chunk].T))
+        dq = np.einsum("bxy,bq->qxy", blocks, phase)
+        w = np.linalg.eigvalsh(dq)
+        lowest = min(lowest, float(w.min()))
+        if lowest <= 0.0:
+            raise HpcvibError(f"perfect bcc lattice (a = {a:.6f} Å) is mechanically unstable: "
+                              f"D(q) has eigenvalue {lowest:.6g} eV/(Å² amu)")
+        total += float(np.log(w).sum())
+    return total / 4.0, lowest
+
+
+def analyse_perfect_bcc(potential, atoms, reps, a: float, label: str = "auto bcc") -> StructureAnalysis:
+    """:class:`StructureAnalysis` of a perfect bcc supercell with ln det'(D) from
+    :func:`bloch_ln_det_prime_bcc` (no factorisation; a minimum by construction, checked: every
+    D(q) positive definite)."""
+    t = time.perf_counter()
+    ev = potential.evaluate(atoms)
+    fmax = float(np.sqrt((ev.forces ** 2).sum(axis=1)).max())
+    t_energy = time.perf_counter() - t
+    t = time.perf_counter()
+    ln_det, lowest = bloch_ln_det_prime_bcc(potential, atoms, reps, a)
+    t_bloch = time.perf_counter() - t
+    get_logger("thermo").info("%s: ln det'(D) = %.12f by Bloch sums over %d q-points (%.2f s)",
+                              label, ln_det, len(atoms), t_bloch)
+    return StructureAnalysis(label, len(atoms), ev.energy, fmax, ln_det, 0, np.array([lowest]), None, -1,
+                             {"energy": t_energy, "bloch": t_bloch},
+                             {"solver": "bloch", "q_points": len(atoms), "seconds": t_bloch})
+
+
+def bcc_reference_parameters(atoms, source: str = "<structure>"):
+    """(repetitions (n_x, n_y, n_z), cubic lattice constant a) of the perfect bcc cell with the
+    same orthogonal cell as ``atoms`` — see :func:`perfect_bcc_reference`."""
     cell = np.asarray(atoms.get_cell())
     if np.abs(cell - np.diag(np.diag(cell))).max() > 1e-8:
         raise InputError(f"{source}: automatic bcc reference needs an orthogonal cell; give --reference")
@@ -218,9 +273,21 @@ def perfect_bcc_reference(atoms, source: str = "<structure>"):
     n_bulk = 2 * int(np.prod(reps))
     if np.ptp(a_axes) > 1e-6 * a_axes.mean() or abs(n_bulk - len(atoms)) > 0.1 * n_bulk:
         raise InputError(f"{source}: cell is not a bcc supercell of the same lattice; give --reference")
+    return tuple(int(r) for r in reps), float(a_axes[0])
+
+
+def perfect_bcc_reference(atoms, source: str = "<structure>"):
+    """The perfect bcc cell with the same (orthogonal) cell as the defect cell ``atoms``.
+
+    Repetitions n_a = L_a / a along each axis with a from the volume per atom; rejected (with
+    a request for ``--reference``) unless the cell is orthogonal and 2 n_x n_y n_z is within
+    10 % of N."""
+    from .structures import bcc_supercell
+
+    reps, a = bcc_reference_parameters(atoms, source)
     symbols = set(atoms.get_chemical_symbols())
     if len(symbols) != 1:
         raise InputError(f"{source}: automatic bcc reference needs a single species; give --reference")
-    ref = bcc_supercell(tuple(reps), float(a_axes[0]), symbols.pop())
+    ref = bcc_supercell(reps, a, symbols.pop())
     ref.set_masses(np.full(len(ref), atoms.get_masses()[0]))
     return ref

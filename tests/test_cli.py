@@ -192,3 +192,19 @@ def test_version_and_help():
     assert __version__ in run("--version").stdout
     for cmd in ("hessian", "thermo", "prefactor", "potentials"):
         assert "usage" in run(cmd, "--help").stdout
+
+
+def test_auto_reference_by_bloch_sums_equals_factorised_reference_file(tmp_path):
+    """`--reference auto` (perfect cell by Bloch sums, no factorisation) and the same perfect
+    cell given as a file (sparse factorisation) give the same S_f."""
+    from hpcvib.thermo import perfect_bcc_reference
+
+    defect = relaxed_fe_vacancy(4)
+    path, bulk = tmp_path / "vac.extxyz", tmp_path / "bulk.extxyz"
+    ase.io.write(path, defect)
+    ase.io.write(bulk, perfect_bcc_reference(defect))
+    auto = json.loads(run("thermo", path, "-p", "Fe_mm", "--reference", "auto", "--json").stdout)
+    given = json.loads(run("thermo", path, "-p", "Fe_mm", "--reference", bulk, "--json").stdout)
+    assert auto["reference"]["method"] == "bloch" and given["reference"]["method"] != "bloch"
+    assert auto["S_f_kB"] == pytest.approx(given["S_f_kB"], abs=1e-9)
+    assert auto["reference"]["ln_det_prime"] == pytest.approx(given["reference"]["ln_det_prime"], rel=1e-12)

@@ -249,3 +249,19 @@ def test_mismatched_minimum_and_saddle_are_refused():
     strained.set_cell(np.asarray(m.get_cell()) * 1.01, scale_atoms=True)
     with pytest.raises(InputError, match="cell differs"):
         check_same_system(m, strained, "m.xyz", "s.xyz")
+
+
+@pytest.mark.parametrize("reps, strain", [((4, 4, 4), 0.0), ((2, 3, 4), 0.01), ((3, 3, 3), -0.01)])
+def test_bloch_ln_det_prime_of_perfect_bcc(comm, reps, strain):
+    """Perfect bcc cells (cubic and not, strained): Bloch sums over the commensurate q-points
+    against dense eigvalsh of the whole cell, and against the sparse factorisation."""
+    from hpcvib.thermo import bloch_ln_det_prime_bcc
+
+    a = fe_a0() * (1.0 + strain)
+    atoms = bcc_supercell(reps, a)
+    ln_bloch, lowest = bloch_ln_det_prime_bcc(load_potential("Fe_mm"), atoms, reps, a)
+    ev = np.sort(scipy.linalg.eigvalsh(dense_D(atoms, "Fe_mm")))
+    assert ln_bloch == pytest.approx(np.sum(np.log(nonzero(ev))), rel=1e-12)
+    assert lowest == pytest.approx(nonzero(ev)[0], rel=1e-9)
+    pd = log_pseudo_determinant(assemble_hessian(comm, atoms, "Fe_mm"))
+    assert ln_bloch == pytest.approx(pd.ln_det_prime, rel=1e-12)

@@ -2,8 +2,10 @@
 
 A potential gives energy, forces, stress and the analytic Hessian. The Hessian is produced as
 *block rows*: the 3×3 blocks H_{a,b} (eV/Å²) of a chosen set of row atoms ``a``, each row holding
-every atom ``b`` that shares an interaction centre with ``a`` (for EAM and Stillinger–Weber:
-``b`` within the neighbour list of a neighbour of ``a``, THEORY §2). Rows of different ranks are
+every atom ``b`` that interacts with ``a`` directly or through a shared interaction centre (for
+EAM and Stillinger–Weber: ``b`` within the neighbour list of a neighbour of ``a``, THEORY §2;
+for EAM only centres within the support of the density functions count, see
+:attr:`Potential.coupling_radius`, so no stored block is identically zero). Rows of different ranks are
 computed independently with the same arithmetic, so the assembled matrix does not depend on the
 number of ranks.
 """
@@ -97,6 +99,14 @@ class Potential:
         return out
 
     # -- evaluation -----------------------------------------------------------------------
+    @property
+    def coupling_radius(self) -> float:
+        """Range (Å) of the many-body part: an interaction centre c couples two of its neighbours
+        a and b only when both lie closer than this to c. The cut-off unless a potential knows
+        better (EAM: the support of its density functions), so that the Hessian pattern holds no
+        blocks that are exactly zero."""
+        return self.cutoff
+
     def cell_list(self, atoms) -> CellList:
         return CellList(atoms.get_positions(), np.asarray(atoms.get_cell()), self.cutoff)
 
@@ -118,7 +128,8 @@ class Potential:
         species = self.species_index(atoms)
         row_slot = np.full(n, -1, dtype=np.int64)
         row_slot[rows] = np.arange(len(rows))
-        indptr, cols = block_pattern(rows, nl.slot, nl.indptr, nl.index, n)
+        shared = self.coupling_radius if self.coupling_radius < self.cutoff else np.inf
+        indptr, cols = block_pattern(rows, nl.slot, nl.indptr, nl.index, nl.distance, n, shared)
         blocks = np.zeros((len(cols), 3, 3))
         self._accumulate_hessian(nl, species, row_slot, indptr, cols, blocks)
         return BlockRows(n, rows, indptr, cols, blocks)
@@ -135,48 +146,52 @@ class Potential:
 # numba helpers shared by the potentials
 # ------------------------------------------------------------------------------------------
 @nb.njit(cache=True)
-def block_pattern(rows, slot, indptr, index, n_atoms):
-    """Exact block sparsity of the rows: b couples to a iff a and b share a centre c
-    (c = a, or c a neighbour of a; b = c or a neighbour of c). Columns sorted per row."""
+def _pattern_row(a, slot, indptr, index, distance, shared_radius, marker, mark, out, p):
+    """Visit the columns of row atom ``a`` (see :func:`block_pattern`); store them from out[p]
+    when ``out`` is not empty; return the position after the last one."""
+    sa = slot[a]
+    if marker[a] != mark:
+        marker[a] = mark
+        if len(out):
+            out[p] = a
+        p += 1
+    for e in range(indptr[sa], indptr[sa + 1]):
+        c = index[e]
+        if marker[c] != mark:  # pair terms: every neighbour within the cut-off
+            marker[c] = mark
+            if len(out):
+                out[p] = c
+            p += 1
+        if distance[e] >= shared_radius:
+            continue
+        sc = slot[c]  # many-body terms through the shared centre c
+        for f in range(indptr[sc], indptr[sc + 1]):
+            b = index[f]
+            if distance[f] < shared_radius and marker[b] != mark:
+                marker[b] = mark
+                if len(out):
+                    out[p] = b
+                p += 1
+    return p
+
+
+@nb.njit(cache=True)
+def block_pattern(rows, slot, indptr, index, distance, n_atoms, shared_radius):
+    """Exact block sparsity of the rows: b couples to a iff b = a, b is a neighbour of a (pair
+    terms), or a and b are both closer than ``shared_radius`` to a common centre c (c = a, or a
+    neighbour of a; many-body terms). Columns sorted per row."""
     marker = np.full(n_atoms, -1, dtype=np.int64)
     counts = np.zeros(len(rows) + 1, dtype=np.int64)
+    empty = np.empty(0, dtype=np.int64)
     for r in range(len(rows)):
-        a = rows[r]
-        sa = slot[a]
-        cnt = 0
-        # centre a itself and its neighbours as centres
-        for t in range(-1, indptr[sa + 1] - indptr[sa]):
-            c = a if t < 0 else index[indptr[sa] + t]
-            if marker[c] != r:
-                marker[c] = r
-                cnt += 1
-            sc = slot[c]
-            for e in range(indptr[sc], indptr[sc + 1]):
-                b = index[e]
-                if marker[b] != r:
-                    marker[b] = r
-                    cnt += 1
-        counts[r + 1] = cnt
+        counts[r + 1] = _pattern_row(rows[r], slot, indptr, index, distance, shared_radius,
+                                     marker, r, empty, 0)
     out_ptr = np.cumsum(counts)
     cols = np.empty(out_ptr[-1], dtype=np.int64)
     marker[:] = -1
     for r in range(len(rows)):
-        a = rows[r]
-        sa = slot[a]
-        p = out_ptr[r]
-        for t in range(-1, indptr[sa + 1] - indptr[sa]):
-            c = a if t < 0 else index[indptr[sa] + t]
-            if marker[c] != r:
-                marker[c] = r
-                cols[p] = c
-                p += 1
-            sc = slot[c]
-            for e in range(indptr[sc], indptr[sc + 1]):
-                b = index[e]
-                if marker[b] != r:
-                    marker[b] = r
-                    cols[p] = b
-                    p += 1
+        _pattern_row(rows[r], slot, indptr, index, distance, shared_radius, marker, r, cols,
+                     out_ptr[r])
         cols[out_ptr[r]:out_ptr[r + 1]] = np.sort(cols[out_ptr[r]:out_ptr[r + 1]])
     return out_ptr, cols
 

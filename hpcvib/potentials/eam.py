@@ -149,6 +149,20 @@ class EAM(Potential):
         self.z2r_idx = zidx
         self.lattice_constants = {}
 
+    @property
+    def coupling_radius(self) -> float:
+        """Support of the density functions (Å): f(r), f'(r), f''(r) are exactly zero for r at
+        or beyond it. F''(ρ_c) ∇ρ_c ⊗ ∇ρ_c couples only atoms closer than this to c, so the
+        Hessian of e.g. Mendelev Fe (density support 4.2 Å, cut-off 5.3 Å) reaches 8.4 Å,
+        not 10.6 Å — 40 % fewer blocks and a much sparser factor, with identical values."""
+        rows = np.flatnonzero(np.any(self.rhor_c != 0.0, axis=(0, 2)))
+        if len(rows) == 0:
+            return 0.0
+        k_end = rows[-1] + 1  # interval k covers [k dr, (k+1) dr); all later ones vanish
+        if k_end >= self.nr - 1:  # the last interval is extended beyond the last knot
+            return self.cutoff
+        return min(self.cutoff, k_end * self.dr)
+
     def parameters(self) -> dict:
         return {"name": self.name, "style": f"eam/{self.style}", "species": self.species,
                 "cutoff": self.cutoff, "file": self.source}
@@ -166,8 +180,9 @@ class EAM(Potential):
         return Evaluation(float(e_i.sum()), forces, -virial / volume, e_i)
 
     def _accumulate_hessian(self, nl, species, row_slot, indptr, cols, blocks):
+        shared = self.coupling_radius if self.coupling_radius < self.cutoff else np.inf
         _eam_hessian(nl.centres, nl.slot, nl.indptr, nl.index, nl.vector_e3, nl.distance, species,
-                     row_slot, indptr, cols, blocks, *self._tables())
+                     row_slot, indptr, cols, blocks, shared, *self._tables())
 
 
 # ------------------------------------------------------------------------------------------
@@ -256,12 +271,13 @@ def _eam_energy_forces(indptr, index, vec, dist, species, frho_c, rhor_c, rhor_i
 
 @nb.njit(cache=True)
 def _eam_hessian(centres, slot, indptr, index, vec, dist, species, row_slot, hptr, cols, blocks,
-                 frho_c, rhor_c, rhor_idx, z2r_c, z2r_idx, rdrho, rdr, nrho, nr, rhomax):
+                 shared_radius, frho_c, rhor_c, rhor_idx, z2r_c, z2r_idx, rdrho, rdr, nrho, nr, rhomax):
     """Scatter the Hessian contributions of every centre c into the owned rows.
 
     For centre c: F''(ρ_c) ∇ρ_c ⊗ ∇ρ_c over all pairs of atoms in {c} ∪ N(c), plus the radial
     second derivatives of φ (row c only: row j gets them from its own centre) and of the
-    density F'(ρ_c) f(r_cj) (rows c and j).
+    density F'(ρ_c) f(r_cj) (rows c and j). Neighbours at or beyond ``shared_radius`` (the
+    density support) have ∇ρ_c = 0 exactly and are left out of the outer product.
     """
     ncen = len(centres)
     cspecies = np.empty(ncen, dtype=np.int64)
@@ -280,19 +296,23 @@ def _eam_hessian(centres, slot, indptr, index, vec, dist, species, row_slot, hpt
         sc = cspecies[c]
         _, fp, fpp = _embed(frho_c, sc, rho[c], rdrho, nrho, rhomax)
         deg = indptr[c + 1] - indptr[c]
-        # gradients of ρ_c with respect to each atom in {c} ∪ N(c) (one slot per image)
+        # gradients of ρ_c with respect to each atom in {c} ∪ N(c) (one slot per image; only
+        # the first n_grad slots, the atoms inside the density support, are non-zero)
         atom[0] = a_c
         grad[0, :] = 0.0
+        n_grad = 1
         for t in range(deg):
             e = indptr[c] + t
             j = index[e]
             r = dist[e]
             _, df, d2f = _spline(rhor_c[rhor_idx[sc, species[j]]], r, rdr, nr)
-            atom[t + 1] = j
-            for x in range(3):
-                g = df * vec[e, x] / r
-                grad[t + 1, x] = g
-                grad[0, x] -= g
+            if r < shared_radius:
+                atom[n_grad] = j
+                for x in range(3):
+                    g = df * vec[e, x] / r
+                    grad[n_grad, x] = g
+                    grad[0, x] -= g
+                n_grad += 1
             # density term of centre c: F'(ρ_c) ∂²f(r_cj) — rows c and j
             radial_kernel(vec[e], r, df, d2f, kf)
             add_block(blocks, row_slot, hptr, cols, a_c, a_c, kf, fp)
@@ -306,9 +326,9 @@ def _eam_hessian(centres, slot, indptr, index, vec, dist, species, row_slot, hpt
                 add_block(blocks, row_slot, hptr, cols, a_c, a_c, kmat, 1.0)
                 add_block(blocks, row_slot, hptr, cols, a_c, j, kmat, -1.0)
         if fpp != 0.0:
-            for s in range(deg + 1):
+            for s in range(n_grad):
                 a = atom[s]
                 if row_slot[a] < 0:
                     continue
-                for t in range(deg + 1):
+                for t in range(n_grad):
                     add_outer(blocks, row_slot, hptr, cols, a, atom[t], grad[s], grad[t], fpp)
