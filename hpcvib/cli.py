@@ -215,8 +215,7 @@ def _formation_entropy(comm, pot, label, atoms, res, args, cache):
     from .errors import InputError
     from .parallel import root_only
     from .parallel import collective_call
-    from .thermo import (analyse_perfect_bcc, analyse_structure, bcc_reference_parameters,
-                         formation_entropy, perfect_bcc_reference)
+    from .thermo import analyse_perfect_bcc, analyse_structure, formation_entropy, perfect_bcc_reference
 
     if args.reference == "auto":
         key = ("auto", tuple(np.round(np.asarray(atoms.get_cell()).ravel(), 8)), atoms.get_chemical_symbols()[0])
@@ -234,8 +233,7 @@ def _formation_entropy(comm, pot, label, atoms, res, args, cache):
                          f"(S_f needs the same strain and volume)")
     if ref is None and args.reference == "auto":
         # a perfect Bravais crystal: exact ln det' by Bloch sums, O(N), no factorisation
-        reps, a = bcc_reference_parameters(atoms, label)
-        ref = collective_call(comm, analyse_perfect_bcc, pot, ref_atoms, reps, a, ref_label)
+        ref = collective_call(comm, analyse_perfect_bcc, pot, ref_atoms, ref_label)
         cache[key] = (ref_cell, ref_label, ref_atoms, ref)
     elif ref is None:
         ref = analyse_structure(comm, ref_atoms, pot, ref_label, expect="minimum", ordering=args.ordering,

@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import cholmod
 from .constants import PAPER_EIGENVALUE_TOL
 from .errors import ConvergenceError, HpcvibError
 from .log import get_logger
@@ -158,8 +160,6 @@ def choose_pinned_atom(masses: np.ndarray) -> int:
 
 def _cholmod_logdet(dh, k: int, ordering: str) -> Factorisation | None:
     """ln|det D_(-k)| by CHOLMOD on one process; None when D_(-k) is not positive definite."""
-    from . import cholmod
-
     t0 = time.perf_counter()
     D = dh.gather_scipy(mass_weighted=True)
     keep = np.ones(D.shape[0], dtype=bool)
@@ -179,8 +179,6 @@ def _cholmod_logdet(dh, k: int, ordering: str) -> Factorisation | None:
 
 def choose_solver(comm, solver: str = "auto") -> str:
     """The sparse solver :func:`log_pseudo_determinant` will use on ``comm``."""
-    from . import cholmod
-
     if solver not in SOLVERS:
         raise HpcvibError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})")
     if solver == "cholmod":
@@ -193,14 +191,13 @@ def choose_solver(comm, solver: str = "auto") -> str:
     if solver == "auto" and comm.size == 1:
         if cholmod.available():
             return "cholmod"
-        if not _CHOLMOD_NOTICE:
-            _CHOLMOD_NOTICE.append(True)
-            get_logger("spectral").info("CHOLMOD not used (%s): MUMPS factors on one process",
-                                        cholmod.unavailable_reason())
+        _log_once(f"CHOLMOD not used ({cholmod.unavailable_reason()}): MUMPS factors on one process")
     return "mumps"
 
 
-_CHOLMOD_NOTICE: list = []
+@functools.lru_cache(maxsize=None)
+def _log_once(message: str) -> None:
+    get_logger("spectral").info("%s", message)
 
 
 def log_pseudo_determinant(dh, pinned_atom: int | None = None, ordering: str = DEFAULT_ORDERING,
@@ -219,9 +216,7 @@ def log_pseudo_determinant(dh, pinned_atom: int | None = None, ordering: str = D
     if not 0 <= k < len(masses):
         raise HpcvibError(f"pinned atom {k} out of range (0..{len(masses) - 1})")
     fac = None
-    from .cholmod import ORDERINGS as CHOLMOD_ORDERINGS
-
-    if solver == "auto" and ordering != "auto" and ordering not in CHOLMOD_ORDERINGS:
+    if solver == "auto" and ordering != "auto" and ordering not in cholmod.ORDERINGS:
         solver = "mumps"  # a MUMPS-only ordering was asked for
     if choose_solver(dh.comm, solver) == "cholmod":
         fac = _cholmod_logdet(dh, k, ordering)

@@ -204,7 +204,8 @@ def check_same_system(minimum, saddle, label_m: str, label_s: str) -> None:
         raise InputError(f"{label_s}: cell differs from minimum {label_m}")
 
 
-def bloch_ln_det_prime_bcc(potential, atoms, reps, a: float, q_chunk: int = 8192) -> tuple[float, float]:
+def bloch_ln_det_prime_bcc(potential, atoms, reps=None, a: float | None = None,
+                           q_chunk: int = 8192) -> tuple[float, float]:
     """Exact ln det'(D) of a perfect bcc supercell of ``reps`` = (n_x, n_y, n_z) cubic cells of
     side ``a`` (Å) by Bloch's theorem, in O(N) — no factorisation (THEORY §3).
 
@@ -215,11 +216,14 @@ def bloch_ln_det_prime_bcc(potential, atoms, reps, a: float, q_chunk: int = 8192
     is commensurate). The grid q = 2π/a (h/n_x, k/n_y, l/n_z), 0 ≤ h < 2n_x, … holds each class
     modulo the fcc reciprocal lattice four times; the four copies of Γ carry the three zero
     modes and are left out: ln det'(D) = ¼ Σ_{q ∉ Γ} ln det D(q).
+    ``reps`` and ``a`` default to those of the cell itself (:func:`bcc_reference_parameters`).
     Returns (ln det'(D), smallest non-zero eigenvalue); a non-positive eigenvalue (mechanically
     unstable lattice) is an error.
     """
     from .structures import minimum_image
 
+    if reps is None or a is None:
+        reps, a = bcc_reference_parameters(atoms)
     reps = np.asarray(reps, dtype=np.int64)
     rows = potential.hessian_rows(atoms, np.array([0]))
     pos = atoms.get_positions()
@@ -242,8 +246,8 @@ def bloch_ln_det_prime_bcc(potential, atoms, reps, a: float, q_chunk: int = 8192
     return total / 4.0, lowest
 
 
-def analyse_perfect_bcc(potential, atoms, reps, a: float, label: str = "auto bcc") -> StructureAnalysis:
-    """:class:`StructureAnalysis` of a perfect bcc supercell with ln det'(D) from
+def analyse_perfect_bcc(potential, atoms, label: str = "auto bcc") -> StructureAnalysis:
+    """:class:`StructureAnalysis` of the perfect bcc supercell ``atoms`` with ln det'(D) from
     :func:`bloch_ln_det_prime_bcc` (no factorisation; a minimum by construction, checked: every
     D(q) positive definite)."""
     t = time.perf_counter()
@@ -251,7 +255,7 @@ def analyse_perfect_bcc(potential, atoms, reps, a: float, label: str = "auto bcc
     fmax = float(np.sqrt((ev.forces ** 2).sum(axis=1)).max())
     t_energy = time.perf_counter() - t
     t = time.perf_counter()
-    ln_det, lowest = bloch_ln_det_prime_bcc(potential, atoms, reps, a)
+    ln_det, lowest = bloch_ln_det_prime_bcc(potential, atoms)
     t_bloch = time.perf_counter() - t
     get_logger("thermo").info("%s: ln det'(D) = %.12f by Bloch sums over %d q-points (%.2f s)",
                               label, ln_det, len(atoms), t_bloch)

@@ -107,6 +107,13 @@ class Potential:
         blocks that are exactly zero."""
         return self.cutoff
 
+    @property
+    def shared_radius(self) -> float:
+        """:attr:`coupling_radius` as the kernels use it: ∞ when it is the whole cut-off (no
+        neighbour of the list is excluded), so a distance equal to the cut-off is never cut."""
+        radius = self.coupling_radius
+        return radius if radius < self.cutoff else np.inf
+
     def cell_list(self, atoms) -> CellList:
         return CellList(atoms.get_positions(), np.asarray(atoms.get_cell()), self.cutoff)
 
@@ -128,8 +135,7 @@ class Potential:
         species = self.species_index(atoms)
         row_slot = np.full(n, -1, dtype=np.int64)
         row_slot[rows] = np.arange(len(rows))
-        shared = self.coupling_radius if self.coupling_radius < self.cutoff else np.inf
-        indptr, cols = block_pattern(rows, nl.slot, nl.indptr, nl.index, nl.distance, n, shared)
+        indptr, cols = block_pattern(rows, nl.slot, nl.indptr, nl.index, nl.distance, n, self.shared_radius)
         blocks = np.zeros((len(cols), 3, 3))
         self._accumulate_hessian(nl, species, row_slot, indptr, cols, blocks)
         return BlockRows(n, rows, indptr, cols, blocks)

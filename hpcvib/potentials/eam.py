@@ -147,6 +147,7 @@ class EAM(Potential):
             z2.append(lammps_spline(f, self.dr))
         self.z2r_c = np.stack(z2)
         self.z2r_idx = zidx
+        self._density_support = self._compute_density_support()
         self.lattice_constants = {}
 
     @property
@@ -155,6 +156,9 @@ class EAM(Potential):
         or beyond it. F''(ρ_c) ∇ρ_c ⊗ ∇ρ_c couples only atoms closer than this to c, so the
         Hessian of e.g. Mendelev Fe (density support 4.2 Å, cut-off 5.3 Å) reaches 8.4 Å,
         not 10.6 Å — 40 % fewer blocks and a much sparser factor, with identical values."""
+        return self._density_support
+
+    def _compute_density_support(self) -> float:
         rows = np.flatnonzero(np.any(self.rhor_c != 0.0, axis=(0, 2)))
         if len(rows) == 0:
             return 0.0
@@ -180,9 +184,8 @@ class EAM(Potential):
         return Evaluation(float(e_i.sum()), forces, -virial / volume, e_i)
 
     def _accumulate_hessian(self, nl, species, row_slot, indptr, cols, blocks):
-        shared = self.coupling_radius if self.coupling_radius < self.cutoff else np.inf
         _eam_hessian(nl.centres, nl.slot, nl.indptr, nl.index, nl.vector_e3, nl.distance, species,
-                     row_slot, indptr, cols, blocks, shared, *self._tables())
+                     row_slot, indptr, cols, blocks, self.shared_radius, *self._tables())
 
 
 # ------------------------------------------------------------------------------------------
