@@ -59,6 +59,7 @@ def melt_quench(atoms, potential, seed: int = 0, t_melt: float = 2300.0, melt_ps
     from ase import units
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.parallel import DummyMPI
 
     from .calculator import HpcvibCalculator
     from .saddle import relax
@@ -69,10 +70,13 @@ def melt_quench(atoms, potential, seed: int = 0, t_melt: float = 2300.0, melt_ps
 
     work = atoms.copy()
     work.calc = HpcvibCalculator(potential)
-    MaxwellBoltzmannDistribution(work, temperature_K=t_melt, rng=rng)
+    # ASE's MD broadcasts its random numbers over ase.parallel.world by default: a rank group
+    # without world rank 0 would wait for them forever. The run is rank-local and seeded.
+    no_mpi = DummyMPI()
+    MaxwellBoltzmannDistribution(work, temperature_K=t_melt, rng=rng, comm=no_mpi)
     work.set_constraint(FixCom())  # no drift of the centre of mass
     dyn = Langevin(work, timestep_fs * units.fs, temperature_K=t_melt, friction=friction_per_fs / units.fs,
-                   rng=rng, fixcm=False)
+                   rng=rng, fixcm=False, comm=no_mpi)
     history = {}
 
     def run_phase(name, n_steps, temperature_of_step):

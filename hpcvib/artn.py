@@ -6,7 +6,8 @@ are evaluated redundantly on every rank, the Hessian is assembled in parallel):
 1. *activation* — a random displacement d of an atom and its neighbours within
    ``activation_radius`` (seeded), then pushes x ← x + δ d with a few steepest-descent steps in
    the hyperplane ⊥ d, until the lowest eigenvalue λ1 of D (SLEPc Krylov–Schur with MUMPS
-   shift-and-invert, warm-started from the previous mode) falls below ``eigenvalue_threshold``
+   shift-and-invert, warm-started from the previous mode, the three translations deflated; one
+   factorisation per call) falls below ``eigenvalue_threshold``
    (default −2e-3 eV/(Å² amu), i.e. about −0.1 eV/Å² on the Hessian of Si or Fe, ARTn's usual
    value): the configuration has left the harmonic basin; if convergence later loses the
    negative mode, activation resumes (at most ``max_returns`` times);
@@ -14,10 +15,12 @@ are evaluated redundantly on every rank, the Hessian is assembled in parallel):
    Hessian (uphill along the lowest mode u, Newton in the hyperplane; :meth:`SaddleSearch.
    _eigenvector_following_step`) once max |F| < ``newton_force`` and only the lowest eigenvalue
    is negative, which converge quadratically near the saddle; otherwise, and always without
-   ``newton``, plain ARTn steps (climb along u, a few steepest-descent steps ⊥ u). Converged at max |F| < ``fmax`` (paper: 1e-7 eV/Å);
+   ``newton``, plain ARTn steps (climb along u, a few steepest-descent steps ⊥ u). Converged at
+   max |F| < ``fmax`` (paper: 1e-7 eV/Å); at most ``max_convergence_steps``;
 3. *confirmation* — the inertia of one sparse LDLᵀ factorisation must be exactly 1; then the
-   saddle is pushed along ±u and relaxed to both adjacent minima; the event is kept only when one
-   side is the initial minimum (connectivity) and the other is not.
+   saddle is pushed along ±u and relaxed to both adjacent minima (FIRE, then Newton steps with
+   the exact Hessian); the event is kept only when one side is the initial minimum
+   (connectivity) and the other is not.
 
 Every failure is returned as a result with ``status = "failed"`` and its reason, never raised.
 ``ArtnResult`` carries ΔE, the exact Vineyard ln ν* (Eq. 24–25), force/Hessian/eigensolver call
@@ -52,7 +55,7 @@ class ArtnSettings:
     perpendicular_alpha: float = 0.05
     max_move: float = 0.1
     climb_step: float = 0.15
-    max_convergence_steps: int = 200
+    max_convergence_steps: int = 100
     fmax: float = 1e-7
     newton: bool = True
     newton_force: float = 0.5
@@ -96,8 +99,8 @@ class Mode:
     direction: np.ndarray  # unit Cartesian direction u (N×3)
     curvature: float  # uᵀ H u, eV/Å²
     vector: np.ndarray  # the D-space eigenvector (3N), for warm starts
-    second_eigenvalue: float  # the next non-translational eigenvalue (inf if not among the 4)
-    lowest_computed: float  # lowest of the computed eigenvalues, translations included (next shift)
+    second_eigenvalue: float  # the next non-translational eigenvalue (inf when not computed)
+    lowest_computed: float  # lowest of the computed eigenvalues (places the next shift)
 
 
 class _Counter:
@@ -117,6 +120,16 @@ def displacement(a, b) -> np.ndarray:
 
 def same_minimum(a, b, tol: float) -> bool:
     return len(a) == len(b) and float(np.linalg.norm(displacement(a, b), axis=1).max()) < tol
+
+
+def mass_weighted_translations(atoms) -> np.ndarray:
+    """The three rigid translations of a periodic cell in mass-weighted coordinates (3N × 3,
+    orthonormal columns): exact null vectors of D."""
+    m = atoms.get_masses()
+    t = np.zeros((3 * len(atoms), 3))
+    for a in range(3):
+        t[a::3, a] = np.sqrt(m)
+    return t / np.linalg.norm(t, axis=0)
 
 
 def activation_direction(atoms, atom: int, radius: float, rng) -> np.ndarray:
@@ -147,23 +160,22 @@ class SaddleSearch:
         return ev.energy, ev.forces
 
     def lowest_mode(self, atoms, previous: Mode | None, count) -> Mode:
-        """The lowest non-translational eigenpair of D, warm-started from ``previous``."""
+        """The lowest non-translational eigenpair of D (and the next eigenvalue), warm-started
+        from ``previous``."""
         from .hessian import assemble_hessian
         from .spectral import lowest_modes
 
         count.modes += 1
         dh = assemble_hessian(self.comm, atoms, self.pot)
+        t = mass_weighted_translations(atoms)
         if previous is None:  # first call of a search: shift placed by inertia, result verified
             modes = lowest_modes(dh, k=4, want_vectors=True)
-        else:  # warm start; shift safely below the previous lowest eigenvalue (one factorisation)
+        else:  # warm start with the translations deflated; shift safely below the previous
+            # lowest eigenvalue; one factorisation, no verification
             last = previous.lowest_computed
             sigma = min(last, 0.0) - max(0.02, 0.5 * abs(last))
-            modes = lowest_modes(dh, k=4, want_vectors=True, initial=previous.vector, sigma=sigma, verify=False)
-        m = atoms.get_masses()
-        t = np.zeros((3 * len(atoms), 3))
-        for a in range(3):
-            t[a::3, a] = np.sqrt(m)
-        t /= np.linalg.norm(t, axis=0)
+            modes = lowest_modes(dh, k=2, want_vectors=True, initial=previous.vector, sigma=sigma, verify=False,
+                                 deflate=t)
         vecs = modes.vectors
         trans = np.linalg.norm(t.T @ vecs, axis=0)
         candidates = [i for i in np.argsort(modes.eigenvalues) if trans[i] < 0.5]
@@ -172,6 +184,7 @@ class SaddleSearch:
         i = candidates[0]
         v = vecs[:, i] - t @ (t.T @ vecs[:, i])
         v /= np.linalg.norm(v)
+        m = atoms.get_masses()
         u = (v / np.repeat(np.sqrt(m), 3)).reshape(-1, 3)
         scale = np.linalg.norm(u)
         lam = float(modes.eigenvalues[i])
@@ -224,18 +237,21 @@ class SaddleSearch:
         x.positions += s.initial_displacement * d_step
         mode = last_unstable = None
         activating, returns = True, 0
+        fresh = False  # mode belongs to the current x (no second eigensolve when the phase switches)
         while True:
             if activating:
                 if count.activation_steps >= s.max_activation_steps:
                     raise ConvergenceError(f"no negative mode below {s.eigenvalue_threshold:g} eV/(Å² amu) within "
                                            f"{s.max_activation_steps} activation steps")
                 count.activation_steps += 1
-                mode = self.lowest_mode(x, mode, count)
+                if not fresh:
+                    mode, fresh = self.lowest_mode(x, mode, count), True
                 if mode.eigenvalue < s.eigenvalue_threshold:
                     activating = False
                     continue
                 x.positions += s.push_step * d_step
                 self._relax_perpendicular(x, d, s.perpendicular_steps_activation, count)
+                fresh = False
                 continue
             if count.convergence_steps >= s.max_convergence_steps:
                 raise ConvergenceError(f"saddle not converged to {s.fmax:g} eV/Å in {s.max_convergence_steps} steps")
@@ -244,7 +260,8 @@ class SaddleSearch:
             fmax = float(np.linalg.norm(f, axis=1).max())
             if fmax < s.fmax:
                 return x
-            mode = self.lowest_mode(x, mode, count)
+            if not fresh:
+                mode, fresh = self.lowest_mode(x, mode, count), True
             if mode.eigenvalue >= 0:
                 returns += 1
                 if returns > s.max_returns:
@@ -256,6 +273,7 @@ class SaddleSearch:
                 activating = True
                 continue
             u = last_unstable = mode.direction
+            fresh = False
             if s.newton and fmax < s.newton_force and mode.second_eigenvalue > 0:
                 self._eigenvector_following_step(x, f, u, mode.curvature, count)
                 continue
@@ -268,18 +286,14 @@ class SaddleSearch:
         """Eigenvector-following step: uphill along the lowest mode u, Newton downhill in every
         other direction — Δx = H⁻¹F, plus −2 (u·F)/κ u when the curvature κ = uᵀHu along u is
         positive (H − 2κ u uᵀ has u's curvature reversed; for κ < 0 the Newton step already
-        climbs along u). Quadratic convergence near the saddle. One sparse LU of H with atom 0
-        pinned (removing the translations); steps capped at ``climb_step`` Å per atom."""
-        import scipy.sparse.linalg as spla
+        climbs along u). Quadratic convergence near the saddle. One factorisation of H with atom 0
+        pinned (removing the translations; :func:`~hpcvib.saddle.newton_direction`); steps
+        capped at ``climb_step`` Å per atom."""
+        from .saddle import newton_direction
 
         count.hessians += 1
         count.newton_steps += 1
-        n = len(x)
-        keep = np.arange(3, 3 * n)
-        H = self.pot.hessian(x).tocsc()[keep][:, keep]
-        z = np.zeros(3 * n)
-        z[keep] = spla.spsolve(H, f.ravel()[keep])
-        step = z.reshape(-1, 3)
+        step = newton_direction(self.pot, x, f)
         if curv > 0:
             step -= 2.0 * float(np.sum(f * u)) / curv * u
         step -= step.mean(axis=0)
@@ -293,17 +307,19 @@ class SaddleSearch:
         from .thermo import analyse_structure, ln_attack_frequency
 
         s = self.s
-        sad = analyse_structure(self.comm, saddle, self.pot, "saddle", n_modes=1)
+        # MUMPS LDLᵀ (a Cholesky attempt would only fail on a saddle); the unstable mode comes
+        # with it (verified by inertia)
+        sad = analyse_structure(self.comm, saddle, self.pot, "saddle", n_modes=1, want_vectors=True, solver="mumps")
         count.hessians += 1
         result.n_negative = sad.n_negative
         if sad.n_negative != 1:
             raise HpcvibError(f"converged to a stationary point with {sad.n_negative} negative eigenvalues")
-        u = self.lowest_mode(saddle, None, count).direction
+        u = (sad.lowest_vectors[:, 0] / np.repeat(np.sqrt(saddle.get_masses()), 3)).reshape(-1, 3)
         sides = []
         for sign in (1.0, -1.0):
             start = saddle.copy()
             start.positions += sign * s.push_off * u / np.linalg.norm(u, axis=1).max()
-            sides.append(relax(start, self.pot, fmax=s.relax_fmax, refine=False))
+            sides.append(relax(start, self.pot, fmax=s.relax_fmax, refine=False, newton=True))
         back = [same_minimum(minimum, side, s.same_minimum_tol) for side in sides]
         if not any(back):
             raise HpcvibError("not connected: neither side of the saddle relaxes to the initial minimum")

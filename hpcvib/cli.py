@@ -726,9 +726,11 @@ def main(argv=None) -> int:
     from .farm import release_all_petsc_garbage
     from .petsc_env import finalize_collectively
     from .log import setup_logging
+    from .parallel import limit_numba_threads
 
     comm = MPI.COMM_WORLD  # the CLI edge: everything below takes comm explicitly
     log = setup_logging(comm, -1 if args.quiet else (1 if args.verbose else 0))
+    log.debug("numba threads per rank: %d", limit_numba_threads(comm))
     start = time.perf_counter()
     try:
         if args.petsc_options:

@@ -121,7 +121,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "eigenvalue_threshold": Key((float, int), -2e-3, lambda v: None if v < 0 else "must be < 0",
                                     "λ1 of D that ends the activation, eV/(Å² amu)"),
         "max_activation_steps": Key(int, 40, _positive, ""),
-        "max_convergence_steps": Key(int, 200, _positive, ""),
+        "max_convergence_steps": Key(int, 100, _positive, "before the search is recorded as failed"),
         "duplicate_energy_tol": Key((float, int), 1e-3, _positive, "eV"),
         "duplicate_displacement_tol": Key((float, int), 0.02, _positive, "Å, most displaced atom"),
         "add_final_minima": Key(bool, False, doc="add new distinct final minima as configurations"),

@@ -7,6 +7,7 @@ so that a failure on rank 0 is raised on every rank (PyOP2 ``safe_noncollective`
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -58,6 +59,37 @@ def allreduce_sum(comm, array: np.ndarray) -> np.ndarray:
     out = np.empty_like(array)
     comm.Allreduce(array, out, op=MPI.SUM)
     return out
+
+
+def threads_per_rank(comm) -> int:
+    """Threads a rank may use without oversubscribing its node.
+
+    A rank that the launcher bound to a set of cores (``srun --cpus-per-task``, ``mpirun
+    --bind-to``) uses that set; an unbound rank gets the node's cores divided among the ranks
+    that share the node (``comm`` split by ``MPI.COMM_TYPE_SHARED``). Collective."""
+    from mpi4py import MPI
+
+    total = os.cpu_count() or 1
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return allowed if allowed < total else max(1, total // node.size)
+    finally:
+        node.Free()
+
+
+def limit_numba_threads(comm) -> int:
+    """Give each rank's numba kernels its share of the node's cores unless the user chose
+    (``NUMBA_NUM_THREADS`` set). Without it every rank starts one thread per core, and MPI ranks
+    on one node oversubscribe it: small kernels (forces of a few hundred atoms, called thousands of
+    times in saddle searches) then run several times slower. Collective; returns the count."""
+    import numba
+
+    if "NUMBA_NUM_THREADS" in os.environ:
+        return numba.get_num_threads()
+    n = min(threads_per_rank(comm), numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n)
+    return n
 
 
 def world():

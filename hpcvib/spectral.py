@@ -270,8 +270,21 @@ def _place_shift_below_spectrum(D, bound: float) -> float:
     return sigma
 
 
-def _krylov_schur(dh, D, sigma: float, nev: int, tol: float, max_it: int, initial):
-    """Run SLEPc Krylov–Schur with shift-and-invert at σ (below the spectrum) for ``nev`` pairs."""
+def _petsc_vec_from_original(dh, D, vector):
+    """A PETSc vector of D's layout holding ``vector`` (3N, original atom order)."""
+    v = D.createVecRight()
+    lay = dh.layout
+    perm = np.empty(lay.n_atoms, dtype=np.int64)
+    perm[lay.petsc_index] = np.arange(lay.n_atoms)
+    full = np.asarray(vector, dtype=float).reshape(-1, 3)[perm].ravel()
+    lo, hi = v.getOwnershipRange()
+    v.setArray(full[lo:hi])
+    return v
+
+
+def _krylov_schur(dh, D, sigma: float, nev: int, ncv: int, tol: float, max_it: int, initial, deflate=None):
+    """Run SLEPc Krylov–Schur with shift-and-invert at σ (below the spectrum) for ``nev`` pairs,
+    subspace ``ncv``."""
     from .petsc_env import init_slepc
 
     SLEPc = init_slepc()
@@ -281,7 +294,7 @@ def _krylov_schur(dh, D, sigma: float, nev: int, tol: float, max_it: int, initia
     eps.setOperators(D)
     eps.setProblemType(SLEPc.EPS.ProblemType.HEP)
     eps.setType(SLEPc.EPS.Type.KRYLOVSCHUR)
-    eps.setDimensions(nev=nev, ncv=min(n, max(2 * nev + 16, 32)))
+    eps.setDimensions(nev=nev, ncv=min(n, ncv))
     eps.setWhichEigenpairs(SLEPc.EPS.Which.TARGET_REAL)
     eps.setTarget(sigma)
     eps.setTolerances(tol, max_it)
@@ -292,15 +305,14 @@ def _krylov_schur(dh, D, sigma: float, nev: int, tol: float, max_it: int, initia
     st.destroy()  # drops this Python reference only (eps keeps the ST); see mumps_logdet
     _set_default_options("hpcvib_eps_st_", _mumps_defaults("auto"))
     if initial is not None:
-        v = D.createVecRight()
-        lay = dh.layout
-        perm = np.empty(lay.n_atoms, dtype=np.int64)
-        perm[lay.petsc_index] = np.arange(lay.n_atoms)
-        full = np.asarray(initial, dtype=float).reshape(-1, 3)[perm].ravel()
-        lo, hi = v.getOwnershipRange()
-        v.setArray(full[lo:hi])
+        v = _petsc_vec_from_original(dh, D, initial)
         eps.setInitialSpace([v])
         v.destroy()
+    if deflate is not None:
+        vs = [_petsc_vec_from_original(dh, D, col) for col in np.asarray(deflate).T]
+        eps.setDeflationSpace(vs)
+        for v in vs:
+            v.destroy()
     eps.setFromOptions()
     eps.solve()
     return eps
@@ -308,7 +320,7 @@ def _krylov_schur(dh, D, sigma: float, nev: int, tol: float, max_it: int, initia
 
 def lowest_modes(dh, k: int = 6, tol: float = PAPER_EIGENVALUE_TOL, want_vectors: bool = False,
                  max_it: int = 1000, initial: np.ndarray | None = None, sigma: float | None = None,
-                 verify: bool = True) -> Modes:
+                 verify: bool = True, deflate: np.ndarray | None = None) -> Modes:
     """The ``k`` lowest eigenpairs of D by SLEPc Krylov–Schur with shift-and-invert (MUMPS).
 
     The shift σ is placed below the whole spectrum (checked by the inertia of D − σI), so
@@ -319,10 +331,16 @@ def lowest_modes(dh, k: int = 6, tol: float = PAPER_EIGENVALUE_TOL, want_vectors
     eigenvalues, common in cubic cells). Failure raises :class:`ConvergenceError`.
     ``initial`` (3N, original order) warm-starts the iteration, e.g. with the previous mode.
     Inner loops (saddle searches) may pass a shift ``sigma`` known to lie below the spectrum and
-    ``verify=False``: one factorisation instead of four, no completeness proof.
+    ``verify=False``: one factorisation instead of four, no completeness proof. ``deflate``
+    (3N × m orthonormal columns, original order; e.g. the mass-weighted translations of a
+    periodic cell, exact null vectors of D) is projected out of the search space, so the ``k``
+    pairs returned are the lowest of the rest; then ``verify`` must be False (the inertia count
+    cannot see the deflation).
     """
     from .petsc_env import init_petsc, init_slepc
 
+    if deflate is not None and verify:
+        raise ValueError("lowest_modes: a deflated solve cannot be verified by inertia (pass verify=False)")
     PETSc = init_petsc()
     SLEPc = init_slepc()
     log = get_logger("spectral")
@@ -334,9 +352,15 @@ def lowest_modes(dh, k: int = 6, tol: float = PAPER_EIGENVALUE_TOL, want_vectors
         bound = D.norm(PETSc.NormType.INFINITY)  # Gershgorin: every eigenvalue ≥ −‖D‖∞
         if sigma is None:
             sigma = _place_shift_below_spectrum(D, bound)
-        nev = min(n, k + 4)
+        # a margin of 4 vectors lets Krylov–Schur catch every copy of a degenerate eigenvalue (the
+        # translations' triple zero; cubic cells); a warm-started call with the translations
+        # deflated (saddle searches) needs only one
+        nev = min(n, k + (1 if deflate is not None and not verify else 4))
         for attempt in range(4):
-            eps = _krylov_schur(dh, D, sigma, nev, tol, max_it, initial)
+            # a warm-started unverified call converges in one or two restarts of a small subspace;
+            # most of its cost is then the factorisation
+            ncv = max(2 * nev + 16, 32) if verify else max(2 * nev + 8, 10)
+            eps = _krylov_schur(dh, D, sigma, nev, ncv, tol, max_it, initial, deflate)
             try:
                 nconv = eps.getConverged()
                 its = eps.getIterationNumber()

@@ -102,6 +102,30 @@ def test_melt_quench_and_structure_report():
     assert np.abs(load_potential("Si_sw_vink").evaluate(q1).forces).max() < 1e-8
 
 
+def test_melt_quench_md_stays_on_its_rank(comm, monkeypatch):
+    """The melt-quench MD must not talk to other ranks: ASE's Langevin broadcasts its random
+    numbers over ``ase.parallel.world`` by default, and a rank group without world rank 0 (any
+    farmed sample but the first, under mpiexec) then waits forever. Checked directly on the
+    thermostat's communicator, and by running a short quench on the last rank alone."""
+    import ase.md.langevin
+    import ase.parallel
+
+    from hpcvib.amorphous import melt_quench, starting_cell
+
+    comms = []
+
+    class Spy(ase.md.langevin.Langevin):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            comms.append(self.comm)
+
+    monkeypatch.setattr(ase.md.langevin, "Langevin", Spy)
+    if comm.rank == comm.size - 1:
+        melt_quench(starting_cell(16, 2.192), "Si_sw_vink", seed=1, melt_ps=0.01, cool_ps=0.01, anneal_ps=0.01)
+        assert len(comms) == 1 and comms[0] is not ase.parallel.world and comms[0].size == 1
+    comm.Barrier()
+
+
 @serial_only()
 def test_saddle_command(tmp_path):
     import ase.io
@@ -135,3 +159,60 @@ def test_warm_started_unverified_modes_match_verified(comm):
                         verify=False)
     assert np.allclose(fast.eigenvalues, ref.eigenvalues, atol=1e-8)
     assert abs(abs(fast.vectors[:, 0] @ ref.vectors[:, 0]) - 1.0) < 1e-6
+
+
+def test_deflated_warm_start_matches_dense_spectrum(comm):
+    """The search's warm-started call with the translations deflated (k = 2, no inertia proof)
+    returns the two lowest non-zero eigenvalues of D; reference: dense LAPACK eigenvalues of the
+    same matrix with its three exact zeros removed. Asking to verify a deflated solve is refused."""
+    from hpcvib.artn import mass_weighted_translations
+    from hpcvib.hessian import assemble_hessian
+    from hpcvib.spectral import dense_eigenvalues, lowest_modes
+
+    saddle = fe_vacancy_neb(4)["saddle"]
+    dh = assemble_hessian(comm, saddle, "Fe_mm")
+    dense = np.sort(dense_eigenvalues(dh))
+    nonzero = dense[np.abs(dense) > 1e-9]
+    assert len(nonzero) == len(dense) - 3
+    t = mass_weighted_translations(saddle)
+    ref = lowest_modes(dh, k=4, want_vectors=True)
+    fast = lowest_modes(dh, k=2, want_vectors=True, initial=ref.vectors[:, 0], sigma=ref.eigenvalues[0] - 0.02,
+                        verify=False, deflate=t)
+    assert np.allclose(fast.eigenvalues, nonzero[:2], atol=1e-8)
+    assert np.abs(t.T @ fast.vectors).max() < 1e-8  # orthogonal to the translations
+    with pytest.raises(ValueError, match="verify"):
+        lowest_modes(dh, k=2, deflate=t)
+
+
+def test_newton_direction_dense_and_sparse_solvers_agree(monkeypatch):
+    """Both solvers behind a Newton step (dense LAPACK LDLᵀ for small cells, SuperLU above
+    ``DENSE_SOLVE_MAX_DOF``) solve H_(-0) Δx = F_(-0) with atom 0 pinned; reference: the
+    residual against the assembled sparse Hessian, and each other."""
+    import hpcvib.saddle as saddle_module
+
+    pot = load_potential("Fe_mm")
+    atoms = fe_vacancy_neb(4)["initial"].copy()
+    atoms.positions += 0.01 * np.random.default_rng(3).normal(size=atoms.positions.shape)
+    forces = pot.evaluate(atoms).forces
+    dense = saddle_module.newton_direction(pot, atoms, forces)
+    monkeypatch.setattr(saddle_module, "DENSE_SOLVE_MAX_DOF", 0)
+    sparse = saddle_module.newton_direction(pot, atoms, forces)
+    assert np.all(dense[0] == 0.0) and np.all(sparse[0] == 0.0)
+    H = pot.hessian(atoms).tocsr()
+    residual = H[3:, 3:] @ dense.ravel()[3:] - forces.ravel()[3:]
+    assert np.abs(residual).max() < 1e-9 * np.abs(forces).max() + 1e-12
+    assert np.allclose(dense, sparse, rtol=0, atol=1e-10)
+
+
+def test_relax_with_newton_steps_reaches_the_lbfgs_minimum():
+    """``relax(newton=True)`` (FIRE, then exact-Hessian Newton steps; used on both sides of every
+    saddle) ends at the minimum that FIRE + L-BFGS reaches, to the force tolerance."""
+    from hpcvib.saddle import relax
+
+    pot = load_potential("Fe_mm")
+    start = fe_vacancy_neb(4)["initial"].copy()
+    start.positions += 0.05 * np.random.default_rng(5).normal(size=start.positions.shape)
+    newton = relax(start, pot, fmax=1e-7, refine=False, newton=True)
+    lbfgs = relax(start, pot, fmax=1e-7, refine=False)
+    assert np.linalg.norm(pot.evaluate(newton).forces, axis=1).max() < 1e-7
+    assert same_minimum(newton, lbfgs, 1e-5)

@@ -145,8 +145,9 @@ def _radial3(two_ij, r):
 def _triplet(d1, r1, d2, r2, le, c0, E1, E1p, E1pp, E2, E2p, E2pp, G1, G2, H11, H12, H22, want_hessian):
     """Energy, gradients (G1 = ∂h/∂d1, G2 = ∂h/∂d2) and Hessian blocks of the three-body term
     h(d1, d2) = λε (cos θ − cos θ0)² E1(|d1|) E2(|d2|)."""
-    u1 = d1 / r1
-    u2 = d2 / r2
+    # unit vectors and ∂cosθ/∂d as stack tuples: no heap allocation per triplet
+    u1 = (d1[0] / r1, d1[1] / r1, d1[2] / r1)
+    u2 = (d2[0] / r2, d2[1] / r2, d2[2] / r2)
     c = u1[0] * u2[0] + u1[1] * u2[1] + u1[2] * u2[2]
     dc = c - c0
     Q = dc * dc
@@ -155,8 +156,8 @@ def _triplet(d1, r1, d2, r2, le, c0, E1, E1p, E1pp, E2, E2p, E2pp, G1, G2, H11, 
     h_r1 = le * Q * E1p * E2
     h_r2 = le * Q * E1 * E2p
     h_c = le * Qc * E1 * E2
-    w1 = (u2 - c * u1) / r1
-    w2 = (u1 - c * u2) / r2
+    w1 = ((u2[0] - c * u1[0]) / r1, (u2[1] - c * u1[1]) / r1, (u2[2] - c * u1[2]) / r1)
+    w2 = ((u1[0] - c * u2[0]) / r2, (u1[1] - c * u2[1]) / r2, (u1[2] - c * u2[2]) / r2)
     for x in range(3):
         G1[x] = h_r1 * u1[x] + h_c * w1[x]
         G2[x] = h_r2 * u2[x] + h_c * w2[x]
