@@ -132,6 +132,11 @@ def mass_weighted_translations(atoms) -> np.ndarray:
     return t / np.linalg.norm(t, axis=0)
 
 
+def cartesian_direction(vector, atoms) -> np.ndarray:
+    """The Cartesian displacement (N×3) of a mass-weighted eigenvector of D (3N): v_i / √m_i."""
+    return (np.asarray(vector) / np.repeat(np.sqrt(atoms.get_masses()), 3)).reshape(-1, 3)
+
+
 def activation_direction(atoms, atom: int, radius: float, rng) -> np.ndarray:
     """Random unit vector (N×3) on ``atom`` and its neighbours within ``radius``, no net translation."""
     vec = minimum_image(atoms.positions - atoms.positions[atom], atoms.get_cell())
@@ -184,8 +189,7 @@ class SaddleSearch:
         i = candidates[0]
         v = vecs[:, i] - t @ (t.T @ vecs[:, i])
         v /= np.linalg.norm(v)
-        m = atoms.get_masses()
-        u = (v / np.repeat(np.sqrt(m), 3)).reshape(-1, 3)
+        u = cartesian_direction(v, atoms)
         scale = np.linalg.norm(u)
         lam = float(modes.eigenvalues[i])
         second = float(modes.eigenvalues[candidates[1]]) if len(candidates) > 1 else float("inf")
@@ -314,7 +318,7 @@ class SaddleSearch:
         result.n_negative = sad.n_negative
         if sad.n_negative != 1:
             raise HpcvibError(f"converged to a stationary point with {sad.n_negative} negative eigenvalues")
-        u = (sad.lowest_vectors[:, 0] / np.repeat(np.sqrt(saddle.get_masses()), 3)).reshape(-1, 3)
+        u = cartesian_direction(sad.lowest_vectors[:, 0], saddle)
         sides = []
         for sign in (1.0, -1.0):
             start = saddle.copy()
