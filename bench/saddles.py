@@ -10,7 +10,7 @@ and Hessian/eigensolver calls per converged saddle, wall time. Samples are melt-
 cached in bench/cache/ (durations below; the paper's 20 + 100 ns are for a cluster).
 
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python bench/saddles.py --atoms 512 --seeds 10
-    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python bench/saddles.py --atoms 4096 --seeds 3 --no-plain --no-paper-fmax
+    NUMBA_NUM_THREADS=2 OMP_NUM_THREADS=2 python bench/saddles.py --atoms 4096 --seeds 8 --no-plain --no-paper-fmax
 """
 
 import argparse
@@ -102,6 +102,19 @@ def run_dimer(minimum, seed, fmax, max_steps=3000):
     return out
 
 
+def each_search(name, run, seeds):
+    """Run ``run(seed)`` for every seed, printing each result as it comes (long runs on large
+    cells show their progress)."""
+    runs = []
+    for seed in seeds:
+        r = run(seed)
+        print(f"  {name} seed {seed}: {'ok' if r['ok'] else 'failed (' + r['reason'][:60] + ')'}, "
+              f"{r['forces']} force calls, {r.get('hessian_or_mode_calls', 0)} Hessian/mode calls, "
+              f"{r['seconds']:.1f} s", flush=True)
+        runs.append(r)
+    return runs
+
+
 def summarise(name, runs, n_atoms, fmax, extra):
     ok = [r for r in runs if r["ok"]]
     row = {"bench": "saddles", "method": name, "n_atoms": n_atoms, "fmax": fmax, "searches": len(runs),
@@ -128,15 +141,18 @@ def main():
     p.add_argument("--no-paper-fmax", action="store_true", help="skip the second ARTn run at 1e-7 eV/Å")
     args = p.parse_args()
     minimum, report = sample(args.atoms)
-    extra = {"sample": {k: report[k] for k in ("energy_eV_per_atom", "coordination_defects", "bond_angle_std_deg")}}
+    extra = {"sample": {k: report[k] for k in ("energy_eV_per_atom", "coordination_defects", "bond_angle_std_deg")},
+             "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
     seeds = range(args.seeds)
-    summarise("artn+exact-hessian", [run_artn(minimum, s, True, args.fmax) for s in seeds], args.atoms, args.fmax, extra)
+    runs = [("artn+exact-hessian", args.fmax, lambda s: run_artn(minimum, s, True, args.fmax))]
     if not args.no_paper_fmax:
-        summarise("artn+exact-hessian", [run_artn(minimum, s, True, 1e-7) for s in seeds], args.atoms, 1e-7, extra)
+        runs.append(("artn+exact-hessian", 1e-7, lambda s: run_artn(minimum, s, True, 1e-7)))
     if not args.no_plain:
-        summarise("artn-plain", [run_artn(minimum, s, False, args.fmax) for s in seeds], args.atoms, args.fmax, extra)
+        runs.append(("artn-plain", args.fmax, lambda s: run_artn(minimum, s, False, args.fmax)))
     if not args.no_dimer:
-        summarise("ase-dimer", [run_dimer(minimum, s, args.fmax) for s in seeds], args.atoms, args.fmax, extra)
+        runs.append(("ase-dimer", args.fmax, lambda s: run_dimer(minimum, s, args.fmax)))
+    for name, fmax, run in runs:
+        summarise(name, each_search(name, run, seeds), args.atoms, fmax, extra)
 
 
 if __name__ == "__main__":

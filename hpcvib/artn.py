@@ -6,8 +6,9 @@ are evaluated redundantly on every rank, the Hessian is assembled in parallel):
 1. *activation* — a random displacement d of an atom and its neighbours within
    ``activation_radius`` (seeded), then pushes x ← x + δ d with a few steepest-descent steps in
    the hyperplane ⊥ d, until the lowest eigenvalue λ1 of D (SLEPc Krylov–Schur with MUMPS
-   shift-and-invert, warm-started from the previous mode, the three translations deflated; one
-   factorisation per call) falls below ``eigenvalue_threshold``
+   shift-and-invert, warm-started from the previous mode with the shift close below its
+   eigenvalue, the three translations deflated; one factorisation per call, the shift checked by
+   its inertia) falls below ``eigenvalue_threshold``
    (default −2e-3 eV/(Å² amu), i.e. about −0.1 eV/Å² on the Hessian of Si or Fe, ARTn's usual
    value): the configuration has left the harmonic basin; if convergence later loses the
    negative mode, activation resumes (at most ``max_returns`` times);
@@ -38,6 +39,14 @@ import numpy as np
 from .errors import ConvergenceError, HpcvibError
 from .log import get_logger
 from .structures import minimum_image
+
+#: A warm-started eigensolve places its shift σ this far (eV/(Å² amu)), or half of |λ1|, below
+#: min(previous λ1, 0). Close shifts separate λ1 from the dense soft spectrum of a glass (4 096-atom
+#: a-Si minimum: 7 Krylov–Schur restarts, 3.7 s at σ = −1e-3; 18 restarts, 6.2 s at −0.02); when λ1
+#: jumps below σ (another mode softens), the inertia check in ``lowest_modes`` repeats the solve
+#: lower (6 % of the calls on 512-atom a-Si; 1.5 % at −0.02, where without the check those were
+#: silently wrong).
+SHIFT_BELOW_PREVIOUS = 1e-3
 
 
 @dataclass
@@ -100,7 +109,6 @@ class Mode:
     curvature: float  # uᵀ H u, eV/Å²
     vector: np.ndarray  # the D-space eigenvector (3N), for warm starts
     second_eigenvalue: float  # the next non-translational eigenvalue (inf when not computed)
-    lowest_computed: float  # lowest of the computed eigenvalues (places the next shift)
 
 
 class _Counter:
@@ -175,10 +183,10 @@ class SaddleSearch:
         t = mass_weighted_translations(atoms)
         if previous is None:  # first call of a search: shift placed by inertia, result verified
             modes = lowest_modes(dh, k=4, want_vectors=True)
-        else:  # warm start with the translations deflated; shift safely below the previous
-            # lowest eigenvalue; one factorisation, no verification
-            last = previous.lowest_computed
-            sigma = min(last, 0.0) - max(0.02, 0.5 * abs(last))
+        else:  # warm start with the translations deflated, one factorisation, the shift close below
+            # the previous λ1; lowest_modes moves it down when its inertia shows a missed eigenvalue
+            last = previous.eigenvalue
+            sigma = min(last, 0.0) - max(SHIFT_BELOW_PREVIOUS, 0.5 * abs(last))
             modes = lowest_modes(dh, k=2, want_vectors=True, initial=previous.vector, sigma=sigma, verify=False,
                                  deflate=t)
         vecs = modes.vectors
@@ -193,7 +201,7 @@ class SaddleSearch:
         scale = np.linalg.norm(u)
         lam = float(modes.eigenvalues[i])
         second = float(modes.eigenvalues[candidates[1]]) if len(candidates) > 1 else float("inf")
-        return Mode(lam, u / scale, lam / scale ** 2, v, second, float(modes.eigenvalues.min()))
+        return Mode(lam, u / scale, lam / scale ** 2, v, second)
 
     def _relax_perpendicular(self, atoms, direction, n_steps, count):
         """Steepest descent on F − (F·d)d, moves capped at ``max_move`` per atom."""
@@ -297,7 +305,7 @@ class SaddleSearch:
 
         count.hessians += 1
         count.newton_steps += 1
-        step = newton_direction(self.pot, x, f)
+        step = newton_direction(self.pot, x, f, self.comm)
         if curv > 0:
             step -= 2.0 * float(np.sum(f * u)) / curv * u
         step -= step.mean(axis=0)
@@ -323,7 +331,7 @@ class SaddleSearch:
         for sign in (1.0, -1.0):
             start = saddle.copy()
             start.positions += sign * s.push_off * u / np.linalg.norm(u, axis=1).max()
-            sides.append(relax(start, self.pot, fmax=s.relax_fmax, refine=False, newton=True))
+            sides.append(relax(start, self.pot, fmax=s.relax_fmax, refine=False, newton=True, comm=self.comm))
         back = [same_minimum(minimum, side, s.same_minimum_tol) for side in sides]
         if not any(back):
             raise HpcvibError("not connected: neither side of the saddle relaxes to the initial minimum")
@@ -359,3 +367,4 @@ def duplicate_events(events, energy_tol: float = 1e-3, displacement_tol: float =
         else:
             originals.append((key, de, disp))
     return dup
+

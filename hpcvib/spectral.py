@@ -9,6 +9,7 @@
   nested dissection; :mod:`hpcvib.cholmod`), otherwise — and always for saddles — by MUMPS.
 * :func:`lowest_modes` — the k lowest eigenpairs of D by SLEPc Krylov–Schur with
   shift-and-invert (MUMPS), the shift placed below the spectrum and checked by inertia.
+* :func:`mumps_solve` — one solve with a symmetric indefinite matrix (Newton steps).
 * :func:`dense_eigenvalues` — LAPACK reference for small cells.
 """
 
@@ -51,15 +52,24 @@ class Factorisation:
     solver: str = "mumps"
 
 
+#: Options hpcvib itself put into the PETSc database (prefix + key): a later call may change them
+#: (another ordering); any other option present was given by the user and is left alone.
+_OWN_OPTIONS: set[str] = set()
+
+
 def _set_default_options(prefix: str, defaults: dict) -> None:
     """Put ``defaults`` into the PETSc options database under ``prefix`` unless the user already
-    gave them (command line or ``--petsc-options``), so user options always win."""
+    gave them (command line or ``--petsc-options``), so user options always win. Defaults set
+    by an earlier call are replaced (e.g. ``mumps_logdet(..., ordering="pord")`` after an
+    ``"auto"`` call in the same process)."""
     from .petsc_env import init_petsc
 
     opts = init_petsc().Options(prefix)
     for key, value in defaults.items():
-        if not opts.hasName(key):
+        name = prefix + key
+        if name in _OWN_OPTIONS or not opts.hasName(key):
             opts[key] = value
+            _OWN_OPTIONS.add(name)
 
 
 def _mumps_defaults(ordering: str) -> dict:
@@ -135,6 +145,37 @@ def mumps_logdet(mat, ordering: str = DEFAULT_ORDERING, keep_factors: bool = Fal
                 ref.destroy()
         ksp.destroy()
     return result
+
+
+def mumps_solve(mat, rhs_local: np.ndarray) -> np.ndarray:
+    """x with A x = b for the symmetric (possibly indefinite) PETSc matrix ``mat`` by one MUMPS
+    LDLᵀ factorisation; ``rhs_local`` and the result are this rank's rows of b and x. Collective
+    over ``mat.comm``. Options with prefix ``-hpcvib_solve_`` override the defaults."""
+    from .petsc_env import init_petsc
+
+    PETSc = init_petsc()
+    ksp = PETSc.KSP().create(comm=mat.comm)
+    b = x = None
+    try:
+        _set_default_options("hpcvib_solve_", _mumps_defaults(DEFAULT_ORDERING))
+        ksp.setOptionsPrefix("hpcvib_solve_")
+        ksp.setOperators(mat)
+        ksp.setFromOptions()
+        ksp.getPC().setFactorSetUpSolverType()
+        b, x = mat.createVecs()
+        b.setArray(np.asarray(rhs_local, dtype=float))
+        try:
+            ksp.solve(b, x)
+        except PETSc.Error as exc:
+            raise HpcvibError(f"MUMPS solve failed (singular matrix?): {exc}") from exc
+        if ksp.getConvergedReason() < 0:
+            raise HpcvibError(f"MUMPS solve failed: KSP reason {ksp.getConvergedReason()}")
+        return x.getArray().copy()
+    finally:
+        for v in (b, x):
+            if v is not None:
+                v.destroy()
+        ksp.destroy()
 
 
 @dataclass
@@ -318,6 +359,20 @@ def _krylov_schur(dh, D, sigma: float, nev: int, ncv: int, tol: float, max_it: i
     return eps
 
 
+def _shift_inertia(eps) -> int:
+    """Number of eigenvalues of D below the shift σ of a shift-and-invert ``eps``: the negative
+    pivots of its MUMPS LDLᵀ factorisation of D − σI (Sylvester), read after the solve."""
+    st = eps.getST()
+    ksp = st.getKSP()
+    pc = ksp.getPC()
+    F = pc.getFactorMatrix()
+    try:
+        return int(F.getMumpsInfog(12))
+    finally:
+        for ref in (F, pc, ksp, st):  # Python references only (see mumps_logdet)
+            ref.destroy()
+
+
 def lowest_modes(dh, k: int = 6, tol: float = PAPER_EIGENVALUE_TOL, want_vectors: bool = False,
                  max_it: int = 1000, initial: np.ndarray | None = None, sigma: float | None = None,
                  verify: bool = True, deflate: np.ndarray | None = None) -> Modes:
@@ -332,10 +387,13 @@ def lowest_modes(dh, k: int = 6, tol: float = PAPER_EIGENVALUE_TOL, want_vectors
     ``initial`` (3N, original order) warm-starts the iteration, e.g. with the previous mode.
     Inner loops (saddle searches) may pass a shift ``sigma`` known to lie below the spectrum and
     ``verify=False``: one factorisation instead of four, no completeness proof. ``deflate``
-    (3N × m orthonormal columns, original order; e.g. the mass-weighted translations of a
-    periodic cell, exact null vectors of D) is projected out of the search space, so the ``k``
-    pairs returned are the lowest of the rest; then ``verify`` must be False (the inertia count
-    cannot see the deflation).
+    (3N × m orthonormal columns, original order; exact null vectors of D, e.g. the mass-weighted
+    translations of a periodic cell) is projected out of the search space, so the ``k`` pairs
+    returned are the lowest of the rest; then ``verify`` must be False. A deflated call may
+    place ``sigma`` inside the spectrum, just below the expected λ1 (shift-and-invert converges
+    fastest there): the factorisation of D − σI that the solve needs anyway counts the
+    eigenvalues below σ (inertia), and when they are not all among the pairs found (plus the m
+    null vectors when σ > 0), σ is moved below the lowest one found and the solve repeated.
     """
     from .petsc_env import init_petsc, init_slepc
 
@@ -356,12 +414,16 @@ def lowest_modes(dh, k: int = 6, tol: float = PAPER_EIGENVALUE_TOL, want_vectors
         # translations' triple zero; cubic cells); a warm-started call with the translations
         # deflated (saddle searches) needs only one
         nev = min(n, k + (1 if deflate is not None and not verify else 4))
+        n_null = 0 if deflate is None else np.asarray(deflate).reshape(n, -1).shape[1]
+        if deflate is not None and abs(sigma) < 1e-6 * bound:
+            sigma = -1e-6 * bound  # the null vectors at 0 would be on the fence of the inertia count
         for attempt in range(4):
             # a warm-started unverified call converges in one or two restarts of a small subspace;
             # most of its cost is then the factorisation
             ncv = max(2 * nev + 16, 32) if verify else max(2 * nev + 8, 10)
             eps = _krylov_schur(dh, D, sigma, nev, ncv, tol, max_it, initial, deflate)
             try:
+                below_sigma = _shift_inertia(eps) if deflate is not None else 0
                 nconv = eps.getConverged()
                 its = eps.getIterationNumber()
                 vals, vecs, res = [], [], []
@@ -379,6 +441,15 @@ def lowest_modes(dh, k: int = 6, tol: float = PAPER_EIGENVALUE_TOL, want_vectors
                                        f"(tol {tol:g}, {its} iterations)")
             order = np.argsort(vals)
             vals_sorted = np.asarray(vals)[order]
+            if deflate is not None:
+                missed = below_sigma - (n_null if sigma > 0 else 0) - int(np.sum(vals_sorted < sigma))
+                if missed > 0:
+                    log.info("%d eigenvalue(s) below the shift %.4g not found: shifting below %.4g", missed,
+                             sigma, vals_sorted[0])
+                    sigma = min(sigma, vals_sorted[0]) - max(0.02, 0.5 * abs(vals_sorted[0])) if attempt == 0 \
+                        else _place_shift_below_spectrum(D, bound)
+                    continue
+                break
             mu = vals_sorted[k - 1] + max(10 * tol, 1e-9 * bound)
             found = int(np.sum(vals_sorted < mu))
             exact = count_eigenvalues_below(D, mu) if verify else found

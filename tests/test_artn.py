@@ -9,7 +9,7 @@ from mpi4py import MPI
 from hpcvib.artn import ArtnSettings, SaddleSearch, duplicate_events, same_minimum
 from hpcvib.potentials import load_potential
 
-from conftest import fe_vacancy_neb, serial_only
+from conftest import fe_vacancy_neb, fe_vacancy_saddle, serial_only
 
 
 def _towards_vacancy(neb):
@@ -180,28 +180,42 @@ def test_deflated_warm_start_matches_dense_spectrum(comm):
                         verify=False, deflate=t)
     assert np.allclose(fast.eigenvalues, nonzero[:2], atol=1e-8)
     assert np.abs(t.T @ fast.vectors).max() < 1e-8  # orthogonal to the translations
+    # a shift inside the spectrum (above the 10th eigenvalue, as after a large step): the inertia
+    # of the shifted factorisation shows what was missed, and the lowest pairs are still returned;
+    # a shift just below λ1, and one next to the translations' zeros, too
+    for sigma in (nonzero[10] + 1e-4, nonzero[0] - 1e-3, 0.0):
+        shifted = lowest_modes(dh, k=2, want_vectors=True, initial=ref.vectors[:, 0], sigma=sigma,
+                               verify=False, deflate=t)
+        assert np.allclose(shifted.eigenvalues, nonzero[:2], atol=1e-8), sigma
     with pytest.raises(ValueError, match="verify"):
         lowest_modes(dh, k=2, deflate=t)
 
 
-def test_newton_direction_dense_and_sparse_solvers_agree(monkeypatch):
-    """Both solvers behind a Newton step (dense LAPACK LDLᵀ for small cells, SuperLU above
-    ``DENSE_SOLVE_MAX_DOF``) solve H_(-0) Δx = F_(-0) with atom 0 pinned; reference: the
-    residual against the assembled sparse Hessian, and each other."""
+def test_newton_direction_dense_and_sparse_solvers_agree(comm, monkeypatch):
+    """Both solvers behind a Newton step (dense LAPACK LDLᵀ for small cells, MUMPS LDLᵀ on the
+    Hessian distributed over ``comm`` above ``DENSE_SOLVE_MAX_DOF``) solve H_(-0) Δx = F_(-0)
+    with atom 0 pinned; reference: the residual against the assembled sparse Hessian, and each
+    other. The indefinite case (near the vacancy saddle) is included."""
     import hpcvib.saddle as saddle_module
 
     pot = load_potential("Fe_mm")
     atoms = fe_vacancy_neb(4)["initial"].copy()
     atoms.positions += 0.01 * np.random.default_rng(3).normal(size=atoms.positions.shape)
     forces = pot.evaluate(atoms).forces
-    dense = saddle_module.newton_direction(pot, atoms, forces)
-    monkeypatch.setattr(saddle_module, "DENSE_SOLVE_MAX_DOF", 0)
-    sparse = saddle_module.newton_direction(pot, atoms, forces)
-    assert np.all(dense[0] == 0.0) and np.all(sparse[0] == 0.0)
-    H = pot.hessian(atoms).tocsr()
-    residual = H[3:, 3:] @ dense.ravel()[3:] - forces.ravel()[3:]
-    assert np.abs(residual).max() < 1e-9 * np.abs(forces).max() + 1e-12
-    assert np.allclose(dense, sparse, rtol=0, atol=1e-10)
+    saddle = fe_vacancy_saddle(4)
+    for x in (atoms, saddle):
+        forces = pot.evaluate(x).forces
+        if x is saddle:
+            forces = forces + 1e-3 * np.random.default_rng(4).normal(size=forces.shape)
+        monkeypatch.setattr(saddle_module, "DENSE_SOLVE_MAX_DOF", 10 ** 6)
+        dense = saddle_module.newton_direction(pot, x, forces)
+        monkeypatch.setattr(saddle_module, "DENSE_SOLVE_MAX_DOF", 0)
+        sparse = saddle_module.newton_direction(pot, x, forces, comm=comm)
+        assert np.all(dense[0] == 0.0) and np.all(sparse[0] == 0.0)
+        H = pot.hessian(x).tocsr()
+        residual = H[3:, 3:] @ dense.ravel()[3:] - forces.ravel()[3:]
+        assert np.abs(residual).max() < 1e-9 * np.abs(forces).max() + 1e-12
+        assert np.allclose(dense, sparse, rtol=0, atol=1e-10 * np.abs(dense).max())
 
 
 def test_relax_with_newton_steps_reaches_the_lbfgs_minimum():

@@ -9,7 +9,7 @@ from hpcvib.constants import HBAR_OMEGA_UNIT_EV, NU_UNIT_THZ
 from hpcvib.errors import HpcvibError, NotAMinimumError
 from hpcvib.hessian import assemble_hessian
 from hpcvib.potentials import load_potential
-from hpcvib.spectral import full_spectrum, log_pseudo_determinant, lowest_modes
+from hpcvib.spectral import full_spectrum, log_pseudo_determinant, lowest_modes, mumps_logdet
 from hpcvib.structures import bcc_supercell
 from hpcvib.thermo import (analyse_structure, formation_entropy, htst_rate, ln_attack_frequency,
                            vibrational_entropy)
@@ -46,6 +46,33 @@ def test_ln_det_prime_of_a_1024_atom_cell(comm):
     pd = log_pseudo_determinant(dh)
     ev = full_spectrum(dh, "dense")
     assert pd.ln_det_prime == pytest.approx(np.sum(np.log(np.abs(nonzero(ev)))), rel=1e-9)
+
+
+def test_each_ordering_asked_for_is_the_one_mumps_uses(comm):
+    """Orderings requested one after another in one process are all applied (INFOG(7) reports
+    them; an earlier call's default must not stick), the determinant does not depend on them,
+    and an ordering the user put into the options database wins over the argument."""
+    from hpcvib.petsc_env import init_petsc
+
+    atoms = relaxed_fe_vacancy(4)
+    mat = assemble_hessian(comm, atoms, "Fe_mm").petsc_matrix(mass_weighted=True, symmetric=True, exclude_atom=0)
+    try:
+        results = {o: mumps_logdet(mat, ordering=o) for o in ("auto", "amd", "pord", "qamd")}
+        assert results["amd"].ordering == "amd" and results["pord"].ordering == "pord"
+        assert results["qamd"].ordering == "qamd"
+        for r in results.values():
+            assert r.ln_abs_det == pytest.approx(results["amd"].ln_abs_det, rel=1e-11)
+        opts = init_petsc().Options("hpcvib_user_")
+        opts["mat_mumps_icntl_7"] = 0  # as if given on the command line: AMD
+        try:
+            from hpcvib.spectral import _set_default_options
+
+            _set_default_options("hpcvib_user_", {"mat_mumps_icntl_7": 4})
+            assert opts.getInt("mat_mumps_icntl_7") == 0
+        finally:
+            opts.delValue("mat_mumps_icntl_7")
+    finally:
+        mat.destroy()
 
 
 def test_invariances(comm):
