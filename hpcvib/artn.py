@@ -16,7 +16,8 @@ are evaluated redundantly on every rank, the Hessian is assembled in parallel):
    Hessian (uphill along the lowest mode u, Newton in the hyperplane; :meth:`SaddleSearch.
    _eigenvector_following_step`) once max |F| < ``newton_force`` and only the lowest eigenvalue
    is negative, which converge quadratically near the saddle; otherwise, and always without
-   ``newton``, plain ARTn steps (climb along u, a few steepest-descent steps ⊥ u). Converged at
+   ``newton``, plain ARTn steps (climb along u, a few steepest-descent steps ⊥ u, their step
+   factor halved for the rest of the search after a step that raised the energy). Converged at
    max |F| < ``fmax`` (paper: 1e-7 eV/Å); at most ``max_convergence_steps``;
 3. *confirmation* — the inertia of one sparse LDLᵀ factorisation must be exactly 1; then the
    saddle is pushed along ±u and relaxed to both adjacent minima (FIRE, then Newton steps with
@@ -204,11 +205,18 @@ class SaddleSearch:
         return Mode(lam, u / scale, lam / scale ** 2, v, second)
 
     def _relax_perpendicular(self, atoms, direction, n_steps, count):
-        """Steepest descent on F − (F·d)d, moves capped at ``max_move`` per atom."""
+        """Steepest descent on F − (F·d)d, moves capped at ``max_move`` per atom. A step that
+        raised the energy was too long for the stiffest perpendicular direction (α·k > 2: a
+        period-2 oscillation that the cap holds at max |F| = max_move/α, seen in 4 096-atom
+        a-Si searches that then ran to the step limit): the search's step factor α is halved."""
+        e_before = None
         for _ in range(n_steps):
-            _, f = self._forces(atoms, count)
+            e, f = self._forces(atoms, count)
+            if e_before is not None and e > e_before:
+                self._alpha = max(0.5 * self._alpha, self.s.perpendicular_alpha / 64)
+            e_before = e
             f_perp = f - np.sum(f * direction) * direction
-            step = self.s.perpendicular_alpha * f_perp
+            step = self._alpha * f_perp
             longest = np.linalg.norm(step, axis=1).max()
             if longest > self.s.max_move:
                 step *= self.s.max_move / longest
@@ -221,6 +229,7 @@ class SaddleSearch:
         events). Collective over the group."""
         t0 = time.perf_counter()
         count = _Counter()
+        self._alpha = self.s.perpendicular_alpha
         rng = np.random.default_rng(seed)
         if atom is None:
             atom = int(rng.integers(len(minimum)))

@@ -230,3 +230,33 @@ def test_relax_with_newton_steps_reaches_the_lbfgs_minimum():
     lbfgs = relax(start, pot, fmax=1e-7, refine=False)
     assert np.linalg.norm(pot.evaluate(newton).forces, axis=1).max() < 1e-7
     assert same_minimum(newton, lbfgs, 1e-5)
+
+
+def test_perpendicular_relaxation_halves_a_step_that_overshoots():
+    """Steepest descent in the hyperplane ⊥ d with α·k > 2 for the stiffest direction oscillates
+    (period 2, held at max |F| = max_move/α by the cap) instead of descending; the search halves
+    α after a step that raised the energy. Reference: the energy, which such a relaxation must
+    lower, and the force, which must end below the oscillation's max_move/α plateau."""
+    from hpcvib.artn import cartesian_direction
+
+    start = fe_vacancy_neb(4)["initial"].copy()
+    start.positions += 0.05 * np.random.default_rng(6).normal(size=start.positions.shape)
+    search = SaddleSearch(MPI.COMM_SELF, "Fe_mm", ArtnSettings(perpendicular_alpha=0.3, max_move=0.1))
+    search._alpha = search.s.perpendicular_alpha
+    d = cartesian_direction(np.random.default_rng(7).normal(size=3 * len(start)), start)
+    d /= np.linalg.norm(d)
+    pot = load_potential("Fe_mm")
+    e0 = pot.evaluate(start).energy
+    x = start.copy()
+    search._relax_perpendicular(x, d, 30, _counter())
+    ev = pot.evaluate(x)
+    f_perp = ev.forces - np.sum(ev.forces * d) * d
+    assert ev.energy < e0
+    assert np.linalg.norm(f_perp, axis=1).max() < 0.5 * search.s.max_move / search.s.perpendicular_alpha
+    assert search._alpha < 0.3
+
+
+def _counter():
+    from hpcvib.artn import _Counter
+
+    return _Counter()
