@@ -376,4 +376,3 @@ def duplicate_events(events, energy_tol: float = 1e-3, displacement_tol: float =
         else:
             originals.append((key, de, disp))
     return dup
-

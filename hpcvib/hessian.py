@@ -137,6 +137,13 @@ class DistributedHessian:
         """Reorder a full-length (3N) array from PETSc atom order to the original atom order."""
         return petsc_array.reshape(-1, 3)[self.layout.petsc_index].ravel()
 
+    def to_petsc_order(self, original_array: np.ndarray) -> np.ndarray:
+        """Reorder a full-length (3N) array from the original atom order to PETSc atom order
+        (the inverse of :meth:`to_original_order`)."""
+        out = np.empty((self.layout.n_atoms, 3))
+        out[self.layout.petsc_index] = np.asarray(original_array, dtype=float).reshape(-1, 3)
+        return out.ravel()
+
     def gather_scipy(self, mass_weighted: bool = False, root: int = 0):
         """The whole matrix as scipy CSR (3N×3N) in the original atom order on ``root``; None
         elsewhere. H in eV/Å² (default) or D in eV/(Å² amu)."""

@@ -51,11 +51,8 @@ def _distributed_newton_direction(potential, atoms, rhs: np.ndarray, comm) -> np
 
     comm = MPI.COMM_SELF if comm is None else comm
     dh = assemble_hessian(comm, atoms, potential)
-    pidx = dh.layout.petsc_index
-    pinned = int(pidx[0])
-    petsc_order = np.empty_like(rhs).reshape(-1, 3)
-    petsc_order[pidx] = rhs.reshape(-1, 3)
-    reduced = np.delete(petsc_order, pinned, axis=0).ravel()
+    pinned = int(dh.layout.petsc_index[0])
+    reduced = np.delete(dh.to_petsc_order(rhs).reshape(-1, 3), pinned, axis=0).ravel()
     mat = dh.petsc_matrix(mass_weighted=False, symmetric=True, exclude_atom=0)
     try:
         lo, hi = mat.getOwnershipRange()

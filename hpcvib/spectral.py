@@ -314,12 +314,8 @@ def _place_shift_below_spectrum(D, bound: float) -> float:
 def _petsc_vec_from_original(dh, D, vector):
     """A PETSc vector of D's layout holding ``vector`` (3N, original atom order)."""
     v = D.createVecRight()
-    lay = dh.layout
-    perm = np.empty(lay.n_atoms, dtype=np.int64)
-    perm[lay.petsc_index] = np.arange(lay.n_atoms)
-    full = np.asarray(vector, dtype=float).reshape(-1, 3)[perm].ravel()
     lo, hi = v.getOwnershipRange()
-    v.setArray(full[lo:hi])
+    v.setArray(dh.to_petsc_order(vector)[lo:hi])
     return v
 
 
@@ -413,7 +409,7 @@ def lowest_modes(dh, k: int = 6, tol: float = PAPER_EIGENVALUE_TOL, want_vectors
         # a margin of 4 vectors lets Krylov–Schur catch every copy of a degenerate eigenvalue (the
         # translations' triple zero; cubic cells); a warm-started call with the translations
         # deflated (saddle searches) needs only one
-        nev = min(n, k + (1 if deflate is not None and not verify else 4))
+        nev = min(n, k + (1 if deflate is not None else 4))
         n_null = 0 if deflate is None else np.asarray(deflate).reshape(n, -1).shape[1]
         if deflate is not None and abs(sigma) < 1e-6 * bound:
             sigma = -1e-6 * bound  # the null vectors at 0 would be on the fence of the inertia count
