@@ -72,6 +72,7 @@ class ArtnSettings:
     push_off: float = 0.15
     relax_fmax: float = 1e-6
     same_minimum_tol: float = 0.05
+    activation: str = "defect"  # "defect" (atoms unlike the host, see activation_candidates) or "random"
 
 
 @dataclass
@@ -144,6 +145,30 @@ def mass_weighted_translations(atoms) -> np.ndarray:
 def cartesian_direction(vector, atoms) -> np.ndarray:
     """The Cartesian displacement (N×3) of a mass-weighted eigenvector of D (3N): v_i / √m_i."""
     return (np.asarray(vector) / np.repeat(np.sqrt(atoms.get_masses()), 3)).reshape(-1, 3)
+
+
+#: an atom is 'unlike the host' when its energy differs from the median atom's by more than
+#: this many robust standard deviations (1.4826 × median absolute deviation) ...
+ACTIVATION_SPREADS = 4.0
+#: ... and by more than this (eV), so that round-off and far-field strain never count
+ACTIVATION_MIN_DEVIATION = 0.02
+ACTIVATION_RULES = ("defect", "random")
+
+
+def activation_candidates(atoms, potential) -> np.ndarray:
+    """Atoms where a search should start (the documented rule of ``activation = "defect"``):
+    those whose per-atom energy e_i differs from the host's typical value — the median over the
+    cell — by more than max(:data:`ACTIVATION_MIN_DEVIATION`, :data:`ACTIVATION_SPREADS` × the
+    robust spread 1.4826·median|e_i − median|). In a crystal with a point defect these are the
+    atoms around the defect (the bulk atoms all share the median energy); in a glass, the atoms
+    of unusual environments (coordination defects, strained bonds). A cell with no such atom
+    (a perfect crystal) returns every atom."""
+    energies = potential.evaluate(atoms).energies
+    median = np.median(energies)
+    deviation = np.abs(energies - median)
+    threshold = max(ACTIVATION_MIN_DEVIATION, ACTIVATION_SPREADS * 1.4826 * float(np.median(deviation)))
+    chosen = np.flatnonzero(deviation > threshold)
+    return chosen if len(chosen) else np.arange(len(atoms))
 
 
 def activation_direction(atoms, atom: int, radius: float, rng) -> np.ndarray:
@@ -224,7 +249,8 @@ class SaddleSearch:
 
     # ---------------------------------------------------------------- search
     def search(self, minimum, seed: int = 0, atom: int | None = None, direction: np.ndarray | None = None) -> ArtnResult:
-        """One search from the relaxed ``minimum``. ``atom`` (default: drawn from the seed) is the
+        """One search from the relaxed ``minimum``. ``atom`` (default: drawn with the seed from
+        :func:`activation_candidates`, or from all atoms with ``activation = "random"``) is the
         centre of the activation; ``direction`` (N×3) replaces the random one (tests, scripted
         events). Collective over the group."""
         t0 = time.perf_counter()
@@ -232,7 +258,10 @@ class SaddleSearch:
         self._alpha = self.s.perpendicular_alpha
         rng = np.random.default_rng(seed)
         if atom is None:
-            atom = int(rng.integers(len(minimum)))
+            if self.s.activation not in ACTIVATION_RULES:
+                raise HpcvibError(f"unknown activation rule {self.s.activation!r} (use {', '.join(ACTIVATION_RULES)})")
+            pool = activation_candidates(minimum, self.pot) if self.s.activation == "defect" else np.arange(len(minimum))
+            atom = int(pool[rng.integers(len(pool))])
         result = ArtnResult("failed", atom=atom, seed=seed)
         try:
             saddle = self._activate_and_converge(minimum, atom, rng, direction, count)

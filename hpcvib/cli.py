@@ -9,7 +9,9 @@ so ``--help`` stays fast. User errors print one line ``hpcvib: error: ...`` and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 
@@ -72,9 +74,30 @@ def load_structures(comm, paths, file_format=None, require_periodic=True):
 
 
 def emit_json(comm, obj, stream=None):
-    """Print one JSON object (one line) on rank 0."""
+    """Print one JSON object (one line) on rank 0: valid JSON only — a missing or undefined
+    number (NaN, ±inf) is ``null``, which jq and strict parsers accept."""
     if comm.rank == 0:
-        print(json.dumps(obj, default=_json_default), file=stream or sys.stdout, flush=True)
+        print(json.dumps(json_safe(obj), default=_json_default, allow_nan=False), file=stream or sys.stdout,
+              flush=True)
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float (also inside numpy arrays and scalars) as None."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _json_default(obj):
@@ -173,7 +196,16 @@ class ThermoCommand:
         parser.add_argument("--spectrum-method", choices=["auto", "dense", "slicing"], default="auto")
         parser.add_argument("--dos-plot", metavar="PNG", help="write the vibrational DOS plot (with --spectrum)")
         parser.add_argument("--expect", choices=["minimum", "saddle"],
-                            help="error unless every structure is of this kind")
+                            help="error unless every structure is of this kind (inertia, and forces below --force-tol)")
+        parser.add_argument("--force-tol", type=float, default=1e-3, metavar="F",
+                            help="largest force (eV/Å) of a stationary point, checked with --expect/--reference "
+                                 "before any factorisation (default 1e-3)")
+        parser.add_argument("--local", action="store_true",
+                            help="exact per-atom entropies (site decomposition of Eq. 2; dense, cells up to "
+                                 "4 000 atoms): S_local_kB at --temperature and, with --reference, the local "
+                                 "formation entropy dS_local_kB (sums to S_f, Eq. 20); written with -o")
+        parser.add_argument("-o", "--output", metavar="OUT.extxyz",
+                            help="with --local: the structures with per-atom arrays S_local_kB / dS_local_kB (OVITO)")
         add_solver_arguments(parser)
         parser.add_argument("--json", action="store_true", help="one JSON object per structure on stdout")
         add_format_argument(parser)
@@ -184,18 +216,26 @@ class ThermoCommand:
         from .potentials import load_potential
         from .thermo import analyse_structure
 
+        from .errors import InputError
+
         if args.modes < 0:
-            from .errors import InputError
             raise InputError(f"--modes must be ≥ 0 (got {args.modes})")
+        if args.temperature is not None and args.temperature <= 0:
+            raise InputError(f"--temperature must be positive (got {args.temperature} K)")
+        if args.output and not args.local:
+            raise InputError("-o/--output writes per-atom entropies: add --local")
+        if args.local and args.temperature is None and not args.reference:
+            raise InputError("--local needs --temperature (for S_local) or --reference (for dS_local)")
         pot = collective_call(comm, load_potential, args.potential)
         frames = load_structures(comm, args.structures, args.file_format)
         references = {}
+        local_frames = []
         expect = "minimum" if args.reference else args.expect
         for label, atoms in frames:
             pot.species_index(atoms, label)
             dh = assemble_hessian(comm, atoms, pot)
             res = analyse_structure(comm, atoms, pot, label, n_modes=args.modes, expect=expect,
-                                    ordering=args.ordering, hessian=dh, solver=args.solver)
+                                    ordering=args.ordering, hessian=dh, solver=args.solver, force_tol=args.force_tol)
             out = res.to_dict()
             out["potential"] = pot.name
             if args.temperature is not None:
@@ -207,7 +247,47 @@ class ThermoCommand:
                 out.update(_formation_entropy(comm, pot, label, atoms, res, args, references))
             if args.spectrum:
                 out.update(_spectrum(comm, dh, res, args, label))
+            if args.local:
+                out["local"] = _local_entropies(comm, pot, atoms, out, args, local_frames, label)
             _report(comm, out, args.json)
+        if args.output:
+            from .parallel import root_only
+            from .prediction import _write_extxyz
+
+            root_only(comm, _write_extxyz, args.output, local_frames)
+
+
+def _local_entropies(comm, pot, atoms, out, args, frames, label) -> dict:
+    """Per-atom S_i (and ΔS_i against the reference) of one structure, with the sum checks
+    against the factorisation route; the annotated copy is appended to ``frames``."""
+    from .local_entropy import dense_local_decomposition
+    from .parallel import root_only
+
+    dec = root_only(comm, dense_local_decomposition, pot, atoms)
+    annotated = atoms.copy()
+    annotated.info["structure"] = label
+    checks = {"ln_det_prime_from_eigenpairs": dec.ln_det_prime,
+              "ln_det_prime_factorisation": out["ln_det_prime"]}
+    if args.temperature is not None:
+        s_local = dec.entropy(args.temperature)
+        annotated.arrays["S_local_kB"] = s_local
+        checks.update(sum_S_local_kB=float(s_local.sum()), S_vib_kB=out.get("S_vib_kB"))
+    if args.reference:
+        ref = out["reference"]
+        ds = dec.formation(ref["ln_det_prime"], ref["n_atoms"])
+        annotated.arrays["dS_local_kB"] = ds
+        checks.update(sum_dS_local_kB=float(ds.sum()), S_f_Eq20_kB=_eq20(out), max_dS_local_kB=float(ds.max()),
+                      min_dS_local_kB=float(ds.min()))
+    frames.append(annotated)
+    return checks
+
+
+def _eq20(out) -> float:
+    """S_f of this result in the Eq. 20 convention (the thermo result may be Eq. 19)."""
+    from .thermo import formation_entropy
+
+    ref = out["reference"]
+    return formation_entropy(out["ln_det_prime"], out["n_atoms"], ref["ln_det_prime"], ref["n_atoms"])[0]
 
 
 def _formation_entropy(comm, pot, label, atoms, res, args, cache):
@@ -431,14 +511,15 @@ class PotentialsCommand:
     def run(args, comm):
         from .potentials import BUILTIN, load_potential
 
-        if comm.rank != 0:
-            return
         if args.potential is None:
-            for name, text in BUILTIN.items():
-                print(f"{name:12s} {text}")
+            if comm.rank == 0:
+                for name, text in BUILTIN.items():
+                    print(f"{name:12s} {text}")
             return
+        # every rank loads (an unreadable file raises on every rank), rank 0 prints
         pot = collective_call(comm, load_potential, args.potential)
-        print(json.dumps({**pot.parameters(), "sha256": pot.sha256, "citation": pot.citation}, indent=1))
+        if comm.rank == 0:
+            print(json.dumps({**pot.parameters(), "sha256": pot.sha256, "citation": pot.citation}, indent=1))
 
 
 class RunCommand:
@@ -501,12 +582,14 @@ class StatusCommand:
 
 
 class ExportCommand:
-    """Export a database: relaxed structures with results (.xyz/.extxyz) or a flat table (.csv)."""
+    """Export a database: relaxed structures with results (.xyz/.extxyz), a flat table (.csv), or
+    the compact formation-entropy training table (.npz: key, family, strain, E_f, S_f, ΔD; no
+    positions) from which `hpcvib fit TABLE.npz` refits the linear model."""
 
     @staticmethod
     def add_arguments(parser):
         parser.add_argument("database", metavar="DB.h5")
-        parser.add_argument("-o", "--output", required=True, help="output file: .extxyz/.xyz or .csv")
+        parser.add_argument("-o", "--output", required=True, help="output file: .extxyz/.xyz, .csv or .npz")
 
     @staticmethod
     def run(args, comm):
@@ -520,8 +603,12 @@ class ExportCommand:
             n = root_only(comm, export_csv, db, args.output)
         elif args.output.endswith((".xyz", ".extxyz")):
             n = root_only(comm, export_extxyz, db, args.output)
+        elif args.output.endswith(".npz"):
+            from .training import write_training_table
+
+            n = root_only(comm, write_training_table, db, args.output)["rows"]
         else:
-            raise InputError(f"{args.output}: unknown export format (use .extxyz, .xyz or .csv)")
+            raise InputError(f"{args.output}: unknown export format (use .extxyz, .xyz, .csv or .npz)")
         get_logger("export").info("wrote %d rows/frames to %s", n, args.output)
 
 
@@ -540,7 +627,11 @@ class SaddleCommand:
         parser.add_argument("structure", metavar="STRUCTURE", help="relaxed minimum")
         add_potential_argument(parser)
         parser.add_argument("--seed", type=int, default=0, help="seed of the activation (default 0)")
-        parser.add_argument("--atom", type=int, help="centre of the activation (default: drawn from the seed)")
+        parser.add_argument("--atom", type=int, help="centre of the activation (default: drawn with the seed "
+                            "from the atoms the --activation rule picks)")
+        parser.add_argument("--activation", choices=["defect", "random"], default="defect",
+                            help="defect (default): atoms whose energy differs from the host's median by more than "
+                                 "max(0.02 eV, 4 robust spreads) — the defect region; random: any atom")
         parser.add_argument("--fmax", type=float, default=1e-7, help="saddle force tolerance, eV/Å (default 1e-7)")
         parser.add_argument("--no-newton", action="store_true", help="plain ARTn steps only (no Newton near the saddle)")
         parser.add_argument("-o", "--output", help="event file (extxyz, 3 frames)")
@@ -558,7 +649,7 @@ class SaddleCommand:
         label, minimum = load_structures(comm, [args.structure], args.file_format)[0]
         if args.atom is not None and not 0 <= args.atom < len(minimum):
             raise InputError(f"{label}: --atom {args.atom} out of range (0..{len(minimum) - 1})")
-        settings = ArtnSettings(fmax=args.fmax, newton=not args.no_newton)
+        settings = ArtnSettings(fmax=args.fmax, newton=not args.no_newton, activation=args.activation)
         res = SaddleSearch(comm, args.potential, settings).search(minimum, seed=args.seed, atom=args.atom)
         out = {"structure": label, **res.summary()}
         if res.status == "ok" and args.output:
@@ -601,7 +692,8 @@ class FitCommand:
 
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("database", metavar="DB.h5")
+        parser.add_argument("database", metavar="DB.h5|TABLE.npz",
+                            help="a database, or a training table from `hpcvib export DB -o TABLE.npz` (linear S_f only)")
         parser.add_argument("--target", action="append", choices=["S_f", "ln_nu", "dE"],
                             help="target (repeatable; default: all the database supports)")
         parser.add_argument("--model", action="append", choices=["linear", "eqml"],
@@ -616,8 +708,14 @@ class FitCommand:
         from .database import Database
         from .training import fit_database
 
-        res = fit_database(comm, Database(args.database), tuple(args.target or ("S_f", "ln_nu", "dE")),
-                           tuple(args.model or ("linear", "eqml")), args.output, n_splits=args.splits, seed=args.seed)
+        if args.database.endswith(".npz"):
+            from .training import fit_table
+
+            res = fit_table(comm, args.database, args.output, n_splits=args.splits, seed=args.seed)
+        else:
+            res = fit_database(comm, Database(args.database), tuple(args.target or ("S_f", "ln_nu", "dE")),
+                               tuple(args.model or ("linear", "eqml")), args.output, n_splits=args.splits,
+                               seed=args.seed)
         if args.json:
             emit_json(comm, {k: {kk: v[kk] for kk in ("n_samples", "n_features", "fit_rmse", "fit_mae",
                                                       "learning_curve", "model_file")} for k, v in res.items()})
@@ -634,7 +732,9 @@ class PredictCommand:
 
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("model", metavar="MODEL.json")
+        parser.add_argument("model", metavar="MODEL", help="a model file from `hpcvib fit`, or a built-in model: "
+                            "Fe_mm-Sf-linear, Fe_mm-Sf-eqml (trained on the paper's Fe database, see "
+                            "hpcvib/data/models/README.md)")
         parser.add_argument("structures", nargs="+", metavar="STRUCTURE")
         parser.add_argument("--reference", help="perfect reference cell (default: built for bcc cells)")
         parser.add_argument("--potential", "-p", help="check the model was trained with this potential")
@@ -714,9 +814,38 @@ def build_parser(commands=None):
     return parser
 
 
+def environment_message(exc: OSError) -> str:
+    """One line for an operating-system error: the file and what is wrong with it."""
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what}" if exc.filename else what
+
+
+#: environment variables in which MPI launchers (Open MPI, MPICH/Hydra, PMIx, Slurm) give the rank
+LAUNCHER_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
+
+
+def launcher_rank() -> int:
+    """This process's rank as the launcher set it, read before MPI is initialised (0 when
+    started without a launcher)."""
+    for name in LAUNCHER_RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def _parse_on_launcher_rank_zero(parser, argv):
+    """parse_args with --help, usage and argument errors printed by rank 0 only (every rank
+    still parses, and exits with the same code on a bad command line)."""
+    if launcher_rank() == 0:
+        return parser.parse_args(argv)
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        return parser.parse_args(argv)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse_on_launcher_rank_zero(parser, argv)
     if getattr(args, "command_class", None) is None:
         parser.print_help()
         return 0
@@ -752,6 +881,18 @@ def main(argv=None) -> int:
             print(f"hpcvib: {exc}", file=sys.stderr, flush=True)
         finalize_collectively(comm)
         return 1
+    except OSError as exc:  # the environment: unwritable or missing path, full disk, corrupt file
+        if args.traceback:
+            raise
+        from .parallel import raised_on_every_rank
+
+        if raised_on_every_rank(exc) or comm.size == 1:
+            if comm.rank == 0:
+                print(f"hpcvib: error: {environment_message(exc)}", file=sys.stderr, flush=True)
+            finalize_collectively(comm)
+            return 2
+        print(f"hpcvib: error (rank {comm.rank}): {environment_message(exc)}", file=sys.stderr, flush=True)
+        comm.Abort(2)
     except KeyboardInterrupt:
         return 130
     except BaseException:

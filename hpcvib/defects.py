@@ -117,16 +117,49 @@ def site_shapes(size: int, shell_radius: int = 2) -> list[tuple]:
     return sorted(shapes)
 
 
-def dumbbell_clusters(size: int, orientation: str, shell_radius: int = 2) -> list[tuple]:
-    """Symmetry-distinct parallel-dumbbell clusters: every shape × every axis of the family."""
+def axis_family(orientation: str) -> list[tuple]:
+    """The sign-less axes of one dumbbell family (⟨110⟩: 6, ⟨111⟩: 4), or of both ('mixed')."""
+    if orientation == "mixed":
+        return axis_family("110") + axis_family("111")
     if orientation not in ORIENTATIONS:
-        raise InputError(f"unknown dumbbell orientation {orientation!r} (use {', '.join(ORIENTATIONS)})")
-    family = {_axis(op @ np.array(ORIENTATIONS[orientation])) for op in POINT_GROUP}
+        raise InputError(f"unknown dumbbell orientation {orientation!r} (use {', '.join(ORIENTATIONS)} or mixed)")
+    return sorted({_axis(op @ np.array(ORIENTATIONS[orientation])) for op in POINT_GROUP})
+
+
+#: mixed-orientation clusters are enumerated exhaustively up to this many (shape, axes)
+#: assignments per size, and sampled (seeded) above it
+MIXED_EXHAUSTIVE_LIMIT = 20000
+
+
+def dumbbell_clusters(size: int, orientation: str, shell_radius: int = 2, seed: int = 0,
+                      samples_per_shape: int = 200) -> list[tuple]:
+    """Symmetry-distinct dumbbell clusters on every connected shape of ``size`` sites.
+
+    ``orientation`` '110' or '111': parallel dumbbells (every shape × every axis of the
+    family). 'mixed': each dumbbell independently takes any of the 6 ⟨110⟩ and 4 ⟨111⟩ axes
+    (non-parallel clusters, rings); all assignments when there are at most
+    :data:`MIXED_EXHAUSTIVE_LIMIT`, else ``samples_per_shape`` seeded random ones per shape —
+    distinct up to m-3m and lattice translations either way."""
+    axes = axis_family(orientation)
+    shapes = site_shapes(size, shell_radius)
     out = set()
-    for shape in site_shapes(size, shell_radius):
+    if orientation != "mixed":
+        for shape in shapes:
+            pts = np.array(shape)
+            for ax in axes:
+                out.add(canonical(pts, np.tile(ax, (len(pts), 1))))
+        return sorted(out)
+    axes = np.array(axes, dtype=np.int64)
+    exhaustive = len(shapes) * len(axes) ** size <= MIXED_EXHAUSTIVE_LIMIT
+    rng = np.random.default_rng([seed, size, shell_radius])
+    for shape in shapes:
         pts = np.array(shape)
-        for ax in family:
-            out.add(canonical(pts, np.tile(ax, (len(pts), 1))))
+        if exhaustive:
+            choices = itertools.product(range(len(axes)), repeat=size)
+        else:
+            choices = (tuple(c) for c in rng.integers(0, len(axes), size=(samples_per_shape, size)))
+        for choice in choices:
+            out.add(canonical(pts, axes[list(choice)]))
     return sorted(out)
 
 
@@ -153,6 +186,39 @@ class DefectSpec:
         d["shape"] = repr(self.shape)
         d["key"] = self.key
         return d
+
+
+def generate_families(families, variants: int = 0, seed: int = 0) -> list[DefectSpec]:
+    """Clusters of several families, e.g. ``{"kind": "V", "sizes": [4], "shell_radius": 5}`` or
+    ``{"kind": "I", "sizes": [2, 3], "orientations": ["mixed"], "shell_radius": 2,
+    "max_clusters": 500}``; a crowdion family is ``{"kind": "I", "sizes": [1],
+    "orientations": ["crowdion"]}``. The clusters of one (kind, size, motif) from all families
+    are merged (a larger shell radius contains the smaller), deduplicated by canonical form and
+    numbered in canonical order, so keys do not depend on the order of the families.
+    ``max_clusters`` > 0 keeps a seeded random subset of that family's clusters."""
+    pools: dict = {}
+    for fam in families:
+        kind, radius = fam["kind"], int(fam.get("shell_radius", 2))
+        for size in fam["sizes"]:
+            motifs = ["vacancy"] if kind == "V" else list(fam.get("orientations", ["110", "111"]))
+            for motif in motifs:
+                if motif == "crowdion":
+                    clusters = [((0, 0, 0, 1, 1, 1),)] if int(size) == 1 else []
+                elif kind == "V":
+                    clusters = site_shapes(int(size), radius)
+                else:
+                    clusters = dumbbell_clusters(int(size), motif, radius, seed)
+                limit = int(fam.get("max_clusters", 0))
+                if 0 < limit < len(clusters):
+                    rng = np.random.default_rng([seed, zlib.crc32(f"{kind}{size}{motif}{radius}".encode())])
+                    clusters = [clusters[i] for i in sorted(rng.choice(len(clusters), limit, replace=False))]
+                pools.setdefault((kind, int(size), motif), set()).update(clusters)
+    specs = []
+    for (kind, size, motif), clusters in sorted(pools.items()):
+        for i, shape in enumerate(sorted(clusters)):
+            for v in range(variants + 1):
+                specs.append(DefectSpec(kind, size, motif, i, shape, v))
+    return specs
 
 
 def generate(vacancies=(1, 2, 3, 4), interstitials=(1, 2, 3, 4), orientations=("110", "111"),

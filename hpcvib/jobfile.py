@@ -15,6 +15,15 @@ from dataclasses import dataclass
 from .errors import InputError
 
 REQUIRED = object()
+#: (table, key) of values that are paths: ``~`` and environment variables (``$SCRATCH/db.h5``)
+#: are expanded where the job is read; ``[system] potential`` is expanded by every rank in its
+#: own environment when it loads the potential (:func:`expand_path`)
+PATH_KEYS = (("job", "database"), ("fit", "output"), ("report", "output"))
+
+
+def expand_path(value: str) -> str:
+    """``~`` and environment variables of a path expanded in this process's environment."""
+    return os.path.expandvars(os.path.expanduser(value))
 STAGE_TABLES = ("generate", "amorphous", "relax", "thermo", "descriptors", "saddles", "fit", "report")
 
 
@@ -51,6 +60,35 @@ def _strains(v):
         "strains must be numbers in (-0.2, 0.2) (fractions, 0.01 = 1 %)"
 
 
+FAMILY_KEYS = {"kind": str, "sizes": list, "orientations": list, "shell_radius": int, "max_clusters": int}
+
+
+def _families(v):
+    """Each family: a table with kind 'V' or 'I', sizes 1..8, optional orientations
+    (110, 111, mixed, crowdion), shell_radius 1..5 and max_clusters >= 0."""
+    for i, fam in enumerate(v):
+        where = f"families[{i}]"
+        if not isinstance(fam, dict):
+            return f"{where} must be a table"
+        for key, value in fam.items():
+            if key not in FAMILY_KEYS:
+                return f"{where}: unknown key {key!r} (allowed: {', '.join(FAMILY_KEYS)})"
+            if not isinstance(value, FAMILY_KEYS[key]) or isinstance(value, bool):
+                return f"{where}: {key} must be of type {FAMILY_KEYS[key].__name__}"
+        if fam.get("kind") not in ("V", "I"):
+            return f"{where}: kind must be 'V' or 'I'"
+        if not fam.get("sizes") or _sizes(fam["sizes"]):
+            return f"{where}: sizes must be a non-empty list of integers 1..8"
+        bad = [o for o in fam.get("orientations", []) if o not in ("110", "111", "mixed", "crowdion")]
+        if bad:
+            return f"{where}: orientation {bad[0]!r} is not one of '110', '111', 'mixed', 'crowdion'"
+        if not 1 <= fam.get("shell_radius", 2) <= 5:
+            return f"{where}: shell_radius must be 1..5"
+        if fam.get("max_clusters", 0) < 0:
+            return f"{where}: max_clusters must be >= 0"
+    return None
+
+
 def _fractions(v):
     return None if all(isinstance(x, (int, float)) and 0 < x < 1 for x in v) else "fractions must be in (0, 1)"
 
@@ -61,6 +99,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "database": Key(str, REQUIRED, doc="HDF5 database path"),
         "group_size": Key(int, 1, _positive, "MPI ranks per configuration (task-farm group size)"),
         "seed": Key(int, 0, _non_negative, "seed of every random choice"),
+        "batch_size": Key(int, 0, _non_negative, "> 0: run relax, thermo and descriptors batch by batch "
+                          "of this many generated configurations (complete results early in long jobs)"),
     },
     "system": {
         "potential": Key(str, REQUIRED, doc="built-in name or potential file"),
@@ -77,6 +117,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "shell_radius": Key(int, 2, lambda v: None if 1 <= v <= 5 else "must be 1..5",
                             "neighbour shell that connects cluster sites"),
         "max_shapes": Key(int, 0, _non_negative, "keep the first shapes per family (0: all)"),
+        "families": Key(list, [], _families, "cluster families, e.g. {kind = \"V\", sizes = [4], "
+                        "shell_radius = 5} or {kind = \"I\", sizes = [3], orientations = [\"mixed\"], "
+                        "max_clusters = 500}; when given, replaces vacancies/interstitials/orientations/"
+                        "crowdions/shell_radius/max_shapes"),
         "variants": Key(int, 0, _non_negative, "randomised variants per shape"),
         "displacement": Key((float, int), 0.1, _non_negative, "std of random displacements, Å"),
         "displacement_radius": Key((float, int), 4.0, _positive, "radius of randomised atoms, Å"),
@@ -98,8 +142,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_steps": Key(int, 5000, _positive, "optimiser steps per stage"),
         "strains": Key(list, [-0.01, 0.0, 0.01, 0.02, 0.03], _strains, "isotropic strains"),
         "newton": Key(bool, False, doc="finish with exact-Hessian Newton steps to 1e-9 eV/Å"),
+        "method": Key(str, "auto", _one_of("auto", "exact", "fire-lbfgs"),
+                      "auto: 'exact' for cells small enough for a dense factorisation (FIRE, then "
+                      "Newton/chord steps whose last Cholesky factor gives the inertia and ln det'), "
+                      "else FIRE + L-BFGS and a separate factorisation"),
+        "escape_saddles": Key(bool, False, doc="exact route: a relaxation that ends on a saddle (symmetric "
+                              "start) is pushed off it by a seeded 0.05 Å displacement and relaxed again"),
+        "switch_fmax": Key((float, int), 1e-2, _positive, "eV/Å: FIRE hands over to Newton steps here"),
         "duplicate_energy_tol": Key((float, int), 1e-4, _positive, "eV"),
         "duplicate_fingerprint_tol": Key((float, int), 1e-3, _positive, "Å"),
+        "duplicate_position_tol": Key((float, int), 1e-2, _positive,
+                                      "Å: duplicates map atom for atom onto each other by a point "
+                                      "operation of the cell and a translation within this distance"),
     },
     "thermo": {
         "modes": Key(int, 0, _non_negative, "lowest eigenpairs to store"),
@@ -114,6 +168,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "saddles": {
         "searches": Key(int, 20, _positive, "saddle searches per minimum"),
+        "activation": Key(str, "defect", _one_of("defect", "random"),
+                          "defect: start at atoms whose energy differs from the host's (hpcvib.artn."
+                          "activation_candidates); random: any atom"),
         "fmax": Key((float, int), 1e-7, _positive, "saddle force tolerance, eV/Å (paper 1e-7)"),
         "newton": Key(bool, True, doc="exact-Hessian Newton steps near the saddle"),
         "activation_radius": Key((float, int), 3.0, _positive, "Å"),
@@ -181,6 +238,9 @@ def validate(raw: dict, path: str) -> Job:
                 raise InputError(f"{path}: [{table}] {k} = {v!r}: {problem}")
             values[k] = v
         job[table] = values
+    for table, key in PATH_KEYS:
+        if table in job and isinstance(job[table].get(key), str):
+            job[table][key] = expand_path(job[table][key])
     job.path = path
     job.stages = tuple(t for t in STAGE_TABLES if t in raw)
     if "generate" in job.stages and "amorphous" in job.stages:

@@ -4,6 +4,10 @@ reader never sees a half-written file."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import sys
+
 import numpy as np
 import scipy.io
 import scipy.sparse as sp
@@ -34,11 +38,33 @@ def write_matrix(path: str, matrix: sp.spmatrix, comment: str = "") -> None:
     csr.sort_indices()
     with atomic_output(path) as tmp:
         if fmt == "npz":
-            sp.save_npz(tmp, csr, compressed=False)
+            failure = None
+            with _silent_unraisable():  # a failed write is raised once, not again from ZipFile.__del__
+                try:
+                    sp.save_npz(tmp, csr, compressed=False)
+                except OSError as exc:
+                    failure = (exc.errno, exc.strerror or str(exc))
+                gc.collect()
+            if failure:
+                raise OSError(*failure)
         elif fmt == "mtx":
-            scipy.io.mmwrite(tmp, csr, comment=comment, precision=17)
+            # through a Python file object: scipy's native writer, given a path, does not report
+            # a full disk (it left a file cut mid-line and returned normally)
+            with open(tmp, "wb") as fh:
+                scipy.io.mmwrite(fh, csr, comment=comment, precision=17)
         else:
             write_petsc_binary(tmp, csr)
+
+
+@contextlib.contextmanager
+def _silent_unraisable():
+    """Drop 'Exception ignored in __del__' reports (the error itself propagates normally)."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def write_petsc_binary(path: str, csr: sp.csr_matrix) -> None:

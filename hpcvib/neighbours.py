@@ -210,3 +210,92 @@ def _fill_neighbours(centres, indptr, frac, cell, cutoff, ncell, reach, cell_of_
         _visit(centres[c], frac, cell, cutoff, ncell, reach, cell_of_atom, cell_start, cell_atoms,
                index, vec, dist, indptr[c], True)
     return index, vec, dist
+
+
+class VerletList:
+    """Full neighbour lists of all atoms, rebuilt only when needed (a *skin* list).
+
+    The list is built once for ``cutoff + skin`` with each entry's periodic image stored as an
+    integer lattice shift; :meth:`neighbours` recomputes the image vectors from the current
+    positions and keeps the entries closer than ``cutoff``. It is rebuilt when the number of
+    atoms, the species, the cell or the periodicity changed, or when an atom moved more than
+    ``skin / 2`` (Å) since the build — then no pair can have entered the cut-off unseen.
+
+    Entries of each centre are in a canonical order (neighbour index, then image shift), so the
+    list, and every sum over it, is the same function of the positions whether the list was
+    reused or built anew: a relaxation's results do not depend on when the list was rebuilt.
+    """
+
+    def __init__(self, cutoff: float, skin: float = 0.5):
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self._reference = None
+        self.builds = 0
+
+    def _valid(self, positions: np.ndarray, cell: np.ndarray) -> bool:
+        ref = self._reference
+        if ref is None or ref[0].shape != positions.shape or not np.array_equal(ref[1], cell):
+            return False
+        moved = np.sqrt(((positions - ref[0]) ** 2).sum(axis=1)).max() if len(positions) else 0.0
+        return moved < 0.5 * self.skin
+
+    def _build(self, positions: np.ndarray, cell: np.ndarray) -> None:
+        nl = CellList(positions, cell, self.cutoff + self.skin).query(None)
+        centre_of_entry = np.repeat(np.arange(len(positions)), np.diff(nl.indptr))
+        lattice = nl.vector_e3 - (positions[nl.index] - positions[centre_of_entry])
+        shift = np.rint(lattice @ np.linalg.inv(cell)).astype(np.int64)
+        order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], nl.index, centre_of_entry))
+        self._indptr = nl.indptr
+        self._index = np.ascontiguousarray(nl.index[order])
+        self._shift = np.ascontiguousarray(shift[order] @ cell)
+        self._reference = (positions.copy(), cell.copy())
+        self.builds += 1
+
+    def neighbours(self, positions: np.ndarray, cell: np.ndarray) -> NeighbourList:
+        """The full list within ``cutoff`` at these positions (Å) and cell (rows, Å)."""
+        positions = np.ascontiguousarray(positions, dtype=np.float64)
+        cell = np.ascontiguousarray(cell, dtype=np.float64)
+        if not self._valid(positions, cell):
+            self._build(positions, cell)
+        indptr, index, vec, dist = _within_cutoff(positions, self._indptr, self._index, self._shift,
+                                                  self.cutoff)
+        n = len(positions)
+        return NeighbourList(self.cutoff, np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64),
+                             indptr, index, vec, dist)
+
+
+@nb.njit(cache=True)
+def _within_cutoff(positions, indptr, index, shift, cutoff):
+    """Entries of a skin list closer than ``cutoff`` at ``positions``, order kept."""
+    n = len(indptr) - 1
+    rc2 = cutoff * cutoff
+    vec_all = np.empty((len(index), 3))
+    keep = np.zeros(len(index), dtype=np.bool_)
+    counts = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        for e in range(indptr[i], indptr[i + 1]):
+            j = index[e]
+            x = positions[j, 0] - positions[i, 0] + shift[e, 0]
+            y = positions[j, 1] - positions[i, 1] + shift[e, 1]
+            z = positions[j, 2] - positions[i, 2] + shift[e, 2]
+            vec_all[e, 0] = x
+            vec_all[e, 1] = y
+            vec_all[e, 2] = z
+            if x * x + y * y + z * z < rc2:
+                keep[e] = True
+                counts[i + 1] += 1
+    out_ptr = np.cumsum(counts)
+    m = out_ptr[-1]
+    out_index = np.empty(m, dtype=np.int64)
+    out_vec = np.empty((m, 3))
+    out_dist = np.empty(m)
+    p = 0
+    for e in range(len(index)):
+        if keep[e]:
+            out_index[p] = index[e]
+            out_vec[p, 0] = vec_all[e, 0]
+            out_vec[p, 1] = vec_all[e, 1]
+            out_vec[p, 2] = vec_all[e, 2]
+            out_dist[p] = np.sqrt(vec_all[e, 0] ** 2 + vec_all[e, 1] ** 2 + vec_all[e, 2] ** 2)
+            p += 1
+    return out_ptr, out_index, out_vec, out_dist

@@ -28,8 +28,23 @@ def root_only(comm, func: Callable[..., Any], *args, root: int = 0, **kwargs) ->
             result = _RemoteFailure(exc)
     result = comm.bcast(result, root=root)
     if isinstance(result, _RemoteFailure):
-        raise result.exc
+        raise _on_every_rank(result.exc)
     return result
+
+
+def _on_every_rank(exc: BaseException) -> BaseException:
+    """Mark an exception that every rank of the communicator raises (the CLI then reports it
+    once and ends all ranks together instead of aborting)."""
+    try:
+        exc.raised_on_every_rank = True
+    except AttributeError:  # some built-in exceptions take no attributes
+        pass
+    return exc
+
+
+def raised_on_every_rank(exc: BaseException) -> bool:
+    """Whether ``exc`` came through :func:`root_only` or :func:`collective_call`."""
+    return bool(getattr(exc, "raised_on_every_rank", False))
 
 
 def collective_call(comm, func: Callable[..., Any], *args, **kwargs) -> Any:
@@ -47,7 +62,7 @@ def collective_call(comm, func: Callable[..., Any], *args, **kwargs) -> Any:
     errors = comm.allgather(error)
     for exc in errors:
         if exc is not None:
-            raise exc
+            raise _on_every_rank(exc)
     return result
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 
 import numpy as np
 
@@ -19,8 +20,9 @@ from . import __version__
 from .database import Database, Record, atoms_from_record, structure_data
 from .errors import ConvergenceError, InputError, NotAMinimumError
 from .farm import run_tasks
+from .fingerprint import find_duplicates, lattice_fingerprint, symmetry_equivalent
 from .log import get_logger, per_task_detail_at_debug
-from .parallel import root_only
+from .parallel import collective_call, root_only
 
 #: job tables whose values change results; a database remembers them and refuses others
 RESULT_TABLES = ("system", "generate", "amorphous", "relax", "thermo", "descriptors", "saddles")
@@ -30,69 +32,71 @@ def strain_key(strain: float) -> str:
     return f"{strain:+.4f}"
 
 
-def lattice_fingerprint(atoms, a0: float, n_top: int = 64) -> np.ndarray:
-    """Sorted (descending) distances (Å) of the atoms from their nearest site of the perfect
-    bcc lattice of parameter ``a0``, after removing the rigid translation (the median offset; a
-    relaxation from randomised positions drifts along the zero modes) — the ``n_top`` largest.
-    Invariant under the lattice's symmetry operations and translations, so symmetry-equivalent
-    relaxed defects coincide."""
-
-    def offsets(x):
-        even = 2.0 * np.rint(x / 2.0)
-        odd = 2.0 * np.floor(x / 2.0) + 1.0
-        use_even = np.linalg.norm(x - even, axis=1) <= np.linalg.norm(x - odd, axis=1)
-        return x - np.where(use_even[:, None], even, odd)
-
-    x = atoms.positions / (a0 / 2.0)
-    x = x - np.median(offsets(x), axis=0)
-    d = np.linalg.norm(offsets(x), axis=1) * a0 / 2.0
-    return np.sort(d)[::-1][:n_top]
-
-
-def find_duplicates(entries, energy_tol: float, fingerprint_tol: float) -> dict:
-    """{duplicate key: original key} for (key, n_atoms, energy, fingerprint) entries; the first
-    entry (in the given order) of every equivalence class is the original."""
-    originals: list = []
-    dup = {}
-    for key, n, e, fp in entries:
-        for okey, on, oe, ofp in originals:
-            if n == on and abs(e - oe) < energy_tol and len(fp) == len(ofp) and np.abs(fp - ofp).max() < fingerprint_tol:
-                dup[key] = okey
-                break
-        else:
-            originals.append((key, n, e, fp))
-    return dup
-
-
 class Pipeline:
     """One job on ``comm``: ``Pipeline(comm, job).run()``."""
 
     def __init__(self, comm, job, database: str | None = None):
+        from .jobfile import expand_path
         from .potentials import lattice_constant, load_potential
 
         self.comm = comm
         self.job = job
         self.log = get_logger("run")
         self.db = Database(database or job["job"]["database"])
-        self.pot = load_potential(job["system"]["potential"])
+        # every rank loads the potential; a rank that cannot read it raises on every rank
+        self.pot = collective_call(comm, lambda: load_potential(expand_path(job["system"]["potential"])))
         sysj = job["system"]
         self.a0 = float(sysj["a0"]) or (root_only(comm, lattice_constant, self.pot, "bcc")
                                         if sysj["lattice"] == "bcc" else 0.0)
         self.n = int(sysj["cell"])
         self.group_size = int(job["job"]["group_size"])
         self.timings: dict = {}
+        self._batch = None  # the unstrained keys of the batch being run, or None (all)
 
     # ---------------------------------------------------------------- driver
+    #: stages that a batched job runs once per batch of generated configurations
+    BATCHED_STAGES = ("relax", "thermo", "descriptors")
+
     def run(self) -> dict:
         root_only(self.comm, self._open_database)
+        batched = [s for s in self.job.stages if s in self.BATCHED_STAGES]
+        batch_size = int(self.job["job"]["batch_size"])
         for stage in self.job.stages:
-            t = time.perf_counter()
-            self.log.info("== stage %s ==", stage)
-            getattr(self, f"stage_{stage}")()
-            self.timings[stage] = time.perf_counter() - t
-            self.log.info("stage %s finished in %.1f s", stage, self.timings[stage])
+            if batch_size > 0 and "generate" in self.job.stages and stage in batched:
+                if stage == batched[0]:
+                    self._run_batches(batched, batch_size)
+                continue
+            self._run_stage(stage)
         root_only(self.comm, self._record_run)
         return self.timings
+
+    def _run_stage(self, stage: str) -> None:
+        t = time.perf_counter()
+        self.log.info("== stage %s ==", stage)
+        getattr(self, f"stage_{stage}")()
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t
+        self.log.info("stage %s finished in %.1f s", stage, time.perf_counter() - t)
+
+    def _run_batches(self, stages, batch_size: int) -> None:
+        """relax → thermo → descriptors for one batch of generated configurations after the
+        other, so a database of days has complete, fittable configurations from the first hour
+        on. Batches are consecutive slices of the generated keys in a seeded random order
+        (every batch mixes all families); duplicates are judged in that order, so a minimum of
+        an earlier batch is never re-labelled a duplicate of a later one."""
+        order = self.batch_order()
+        for first in range(0, len(order), batch_size):
+            self._batch = set(order[first:first + batch_size])
+            self.log.info("== batch %d of %d (%d configurations) ==", first // batch_size + 1,
+                          -(-len(order) // batch_size), len(self._batch))
+            for stage in stages:
+                self._run_stage(stage)
+        self._batch = None
+
+    def batch_order(self) -> list:
+        """Generated unstrained keys in the job's seeded random order."""
+        keys = self._keys_with("generate", lambda rec: rec.attrs.get("parent", "") == "")
+        rng = np.random.default_rng(self.job["job"]["seed"])
+        return [keys[i] for i in rng.permutation(len(keys))]
 
     def _parameters(self) -> dict:
         return {t: self.job[t] for t in RESULT_TABLES}
@@ -102,7 +106,13 @@ class Pipeline:
         os.makedirs(folder, exist_ok=True)
         params = self._parameters()
         if self.db.exists():
-            stored = self.db.provenance().get("parameters", {})
+            provenance = self.db.provenance()
+            old_sha = provenance.get("potential_sha256")
+            if old_sha and old_sha != self.pot.sha256:
+                raise InputError(f"{self.job.path}: potential {self.job['system']['potential']} has sha256 "
+                                 f"{self.pot.sha256[:16]}…, but {self.db.path} was built with sha256 {old_sha[:16]}… "
+                                 "(the file changed): use a new database, or restore the original potential")
+            stored = provenance.get("parameters", {})
             for table in RESULT_TABLES:
                 for k, v in params[table].items():
                     old = stored.get(table, {}).get(k, v)
@@ -139,11 +149,14 @@ class Pipeline:
         self._merge()
 
     def _generate(self) -> None:
-        from .defects import build_defect, generate
+        from .defects import build_defect, generate, generate_families
 
         g = self.job["generate"]
-        specs = generate(g["vacancies"], g["interstitials"], g["orientations"], g["crowdions"],
-                         g["shell_radius"], g["variants"], g["max_shapes"])
+        if g["families"]:
+            specs = generate_families(g["families"], g["variants"], self.job["job"]["seed"])
+        else:
+            specs = generate(g["vacancies"], g["interstitials"], g["orientations"], g["crowdions"],
+                             g["shell_radius"], g["variants"], g["max_shapes"])
         done = self.db.completed("generate")
         todo = [s for s in specs if s.key not in done]
         self.log.info("generate: %d configurations (%d already in the database)", len(specs), len(specs) - len(todo))
@@ -157,18 +170,39 @@ class Pipeline:
     def stage_relax(self) -> None:
         r = self.job["relax"]
         base = self._keys_with("generate", lambda rec: rec.attrs.get("parent", "") == "")
+        if self._batch is not None:
+            base = [k for k in base if k in self._batch]
         todo = sorted(set(base) - self.db.completed("relax"))
         self.log.info("relax: %d unstrained configurations to relax (%d done)", len(todo), len(base) - len(todo))
         self._farm(todo, self._relax_task, "relax")
         root_only(self.comm, self._mark_duplicates)
         self._merge()
-        strains = [float(s) for s in r["strains"] if abs(float(s)) > 0.0]
+        strains = self._strain_chain([float(s) for s in r["strains"]])
         unique = self._keys_with("relax", lambda rec: rec.ok and rec.attrs.get("parent", "") == "")
-        strained = [(k, s) for k in sorted(unique) for s in strains]
+        if self._batch is not None:
+            unique = [k for k in unique if k in self._batch]
         done = self.db.completed("relax")
-        todo = [(k, s) for k, s in strained if f"{k}@{strain_key(s)}" not in done]
-        self.log.info("relax: %d strained configurations to relax (%d done)", len(todo), len(strained) - len(todo))
+        todo = [k for k in sorted(unique) if any(f"{k}@{strain_key(s)}" not in done for s in strains)]
+        n_todo = sum(f"{k}@{strain_key(s)}" not in done for k in todo for s in strains)
+        self.log.info("relax: %d strained configurations of %d minima to relax (%d done)", n_todo, len(todo),
+                      len(unique) * len(strains) - n_todo)
         self._farm(todo, self._strain_task, "relax strained")
+
+    @staticmethod
+    def _strain_chain(strains) -> list:
+        """Non-zero strains in the order one task relaxes them: tensile ascending, then
+        compressive descending, so each starts from (and reuses the factor of) its neighbour."""
+        return sorted(s for s in strains if s > 0) + sorted((s for s in strains if s < 0), reverse=True)
+
+    def _exact_route(self, atoms, group) -> bool:
+        """Whether relaxations end in a dense factorisation that also gives ln det' and inertia."""
+        from .exact_minimum import DENSE_MAX_DOF
+
+        method = self.job["relax"]["method"]
+        small = 3 * (len(atoms) - 1) <= DENSE_MAX_DOF and group.size == 1
+        if method == "exact" and not small:
+            self.log.debug("relax: exact route needs one rank and <= %d unknowns; using FIRE + L-BFGS", DENSE_MAX_DOF)
+        return method in ("auto", "exact") and small
 
     def _keys_with(self, stage: str, predicate) -> list:
         def scan():
@@ -176,19 +210,45 @@ class Pipeline:
             return sorted(k for k, st in records.items() if predicate(st[stage]))
         return root_only(self.comm, scan)
 
-    def _relax(self, atoms):
+    def _relax(self, atoms, group=None, chord=None, escape_seed=None):
+        """Relax ``atoms`` to ``fmax``; returns (atoms or None, attrs, dense factor or None).
+
+        Exact route (small cells, one rank): FIRE, then Newton/chord steps whose last Cholesky
+        factorisation at the converged configuration gives the inertia and ln det' at no extra
+        cost (:mod:`hpcvib.exact_minimum`); ``chord`` is a factor from a neighbouring strain.
+        Otherwise FIRE + L-BFGS; the inertia is then computed by the caller."""
+        from .exact_minimum import newton_minimum, relax_to_minimum
         from .saddle import relax
 
         r = self.job["relax"]
         t = time.perf_counter()
         try:
+            if group is not None and self._exact_route(atoms, group):
+                res = None
+                if chord is not None:
+                    try:
+                        res = newton_minimum(atoms, self.pot, r["fmax"], chord=chord)
+                    except ConvergenceError:
+                        res = None
+                if res is None:
+                    res = relax_to_minimum(atoms, self.pot, r["fmax"], r["switch_fmax"], r["max_steps"],
+                                           escape_seed=escape_seed if r["escape_saddles"] else None)
+                attrs = {"status": "ok", "energy_eV": res.energy, "max_force_eV_A": res.max_force,
+                         "n_negative": res.n_negative, "pinned_atom": res.pinned_atom, "method": "exact",
+                         "factorisations": res.counts["factorisations"], "force_calls": res.counts["force_calls"],
+                         "escaped_saddle": int(res.counts.get("escaped", 0))}
+                if res.ln_det_prime is not None:
+                    attrs["ln_det_prime"] = res.ln_det_prime
+                attrs["seconds"] = time.perf_counter() - t
+                return res.atoms, attrs, res.factor
             out = relax(atoms, self.pot, fmax=r["fmax"], steps=r["max_steps"], refine=r["newton"])
         except ConvergenceError as exc:
-            return None, {"status": "failed", "reason": f"relaxation: {exc}", "seconds": time.perf_counter() - t}
+            return None, {"status": "failed", "reason": f"relaxation: {exc}", "seconds": time.perf_counter() - t}, None
         ev = self.pot.evaluate(out)
         fmax = float(np.linalg.norm(ev.forces, axis=1).max())
-        attrs = {"status": "ok", "energy_eV": ev.energy, "max_force_eV_A": fmax, "seconds": time.perf_counter() - t}
-        return out, attrs
+        attrs = {"status": "ok", "energy_eV": ev.energy, "max_force_eV_A": fmax, "method": "fire-lbfgs",
+                 "seconds": time.perf_counter() - t}
+        return out, attrs, None
 
     def _relax_record(self, key, gen_attrs, atoms, attrs, strain) -> Record:
         data = {}
@@ -196,57 +256,111 @@ class Pipeline:
             data = structure_data(atoms)
             data["fingerprint"] = lattice_fingerprint(atoms, self.a0 * (1.0 + strain))
         attrs = dict(attrs, parent=gen_attrs.get("parent", ""), strain=strain)
+        if attrs.get("n_negative", 0) > 0 and attrs["status"] == "ok":
+            attrs.update(status="failed", reason=f"relaxed to a stationary point with {attrs['n_negative']} "
+                                                 "negative eigenvalue(s) of D, not a minimum")
         return Record("configs", key, "relax", attrs, data)
 
     def _relax_task(self, group, key) -> None:
-        """Relax an unstrained configuration; one exact inertia (sparse LDLᵀ on the group) tells
-        a minimum from a saddle that symmetric starting positions often relax into: the latter
-        is recorded as failed (its strained copies would be saddles too)."""
-        from .hessian import assemble_hessian
-        from .spectral import log_pseudo_determinant
-
+        """Relax an unstrained configuration; its exact inertia (the last Cholesky factor of the
+        exact route, or one sparse LDLᵀ on the group) tells a minimum from a saddle that
+        symmetric starting positions often relax into: the latter is recorded as failed (its
+        strained copies would be saddles too)."""
         def work():
             gen = self.db.read_record("configs", key, "generate")
-            atoms, attrs = self._relax(atoms_from_record(gen))
+            seed = [int(self.job["job"]["seed"]), zlib.crc32(key.encode())]
+            atoms, attrs, _ = self._relax(atoms_from_record(gen), group, escape_seed=seed)
             return self._relax_record(key, gen.attrs, atoms, attrs, 0.0)
         rec = root_only(group, work)
-        if rec.ok:
-            t = time.perf_counter()
-            n_negative = log_pseudo_determinant(assemble_hessian(group, atoms_from_record(rec), self.pot)).n_negative
-            rec.attrs["seconds"] += time.perf_counter() - t
-            rec.attrs["n_negative"] = n_negative
-            if n_negative:
-                rec.attrs.update(status="failed", reason=f"relaxed to a stationary point with {n_negative} "
-                                                         "negative eigenvalue(s) of D, not a minimum")
+        if rec.ok and "n_negative" not in rec.attrs:
+            self._sparse_inertia(group, rec)
         rec.attrs["ranks"] = group.size
         self._write(group, rec)
 
-    def _strain_task(self, group, task) -> None:
+    def _strain_task(self, group, parent) -> None:
+        """Relax every strained copy of one distinct minimum, in the order of
+        :meth:`_strain_chain`: each starts from its neighbour's relaxed positions scaled to the
+        new strain, and on the exact route its first Newton steps reuse the neighbour's
+        factorisation (chord steps), so a copy costs about one factorisation. A task that was
+        interrupted is redone whole, so a resumed job gives bit-identical records."""
         from .structures import apply_isotropic_strain
 
-        parent, strain = task
-        key = f"{parent}@{strain_key(strain)}"
+        strains = self._strain_chain([float(s) for s in self.job["relax"]["strains"]])
 
         def work():
             gen = self.db.read_record("configs", parent, "generate")
             rel = self.db.read_record("configs", parent, "relax")
-            start = apply_isotropic_strain(atoms_from_record(rel), strain)
-            attrs = dict(gen.attrs, key=key, parent=parent, strain=strain, variant=gen.attrs["variant"])
-            atoms, rattrs = self._relax(start)
-            return (Record("configs", key, "generate", attrs, structure_data(start)),
-                    self._relax_record(key, attrs, atoms, rattrs, strain))
+            unstrained = atoms_from_record(rel)
+            parent_factor = self._parent_factor(unstrained, group)
+            previous, previous_strain, chord = unstrained, 0.0, parent_factor
+            records = []
+            for strain in strains:
+                key = f"{parent}@{strain_key(strain)}"
+                if previous_strain * strain < 0:  # the compressive side starts again from the minimum
+                    previous, previous_strain, chord = unstrained, 0.0, parent_factor
+                start = apply_isotropic_strain(previous, (1.0 + strain) / (1.0 + previous_strain) - 1.0)
+                attrs = dict(gen.attrs, key=key, parent=parent, strain=strain, variant=gen.attrs["variant"])
+                atoms, rattrs, factor = self._relax(start, group, chord)
+                rec = self._relax_record(key, attrs, atoms, rattrs, strain)
+                rec.attrs["ranks"] = group.size
+                records.append(Record("configs", key, "generate", dict(attrs, ranks=group.size),
+                                      structure_data(start)))
+                records.append(rec)
+                if rec.ok:
+                    previous, previous_strain, chord = atoms, strain, factor
+            return records
         records = root_only(group, work)
         for rec in records:
-            rec.attrs["ranks"] = group.size
+            if rec.stage == "relax" and rec.ok and "n_negative" not in rec.attrs:
+                self._sparse_inertia(group, rec)
             self._write(group, rec)
+
+    def _parent_factor(self, atoms, group):
+        """Dense factor of the unstrained minimum (exact route), the chord matrix of the first
+        strained copy on each side; None on the sparse route."""
+        from .exact_minimum import factorise
+        from .spectral import choose_pinned_atom
+
+        if not self._exact_route(atoms, group):
+            return None
+        return factorise(self.pot, atoms, choose_pinned_atom(atoms.get_masses()))
+
+    def _sparse_inertia(self, group, rec) -> None:
+        """Inertia and ln det' of a relaxed record by one sparse factorisation on ``group``."""
+        from .hessian import assemble_hessian
+        from .spectral import log_pseudo_determinant
+
+        t = time.perf_counter()
+        pd = log_pseudo_determinant(assemble_hessian(group, atoms_from_record(rec), self.pot))
+        rec.attrs["seconds"] = rec.attrs.get("seconds", 0.0) + time.perf_counter() - t
+        rec.attrs["n_negative"] = pd.n_negative
+        if pd.n_negative:
+            rec.attrs.update(status="failed", reason=f"relaxed to a stationary point with {pd.n_negative} "
+                                                     "negative eigenvalue(s) of D, not a minimum")
+        else:
+            rec.attrs.update(ln_det_prime=pd.ln_det_prime, pinned_atom=pd.pinned_atom)
+
+    def _same_minimum(self, relaxed: dict):
+        """The explicit symmetry check of two unstrained relaxed configurations (by key), or
+        None for hosts without a lattice (amorphous: energy and fingerprint decide)."""
+        if not self.a0:
+            return None
+        tol = float(self.job["relax"]["duplicate_position_tol"])
+
+        def same(key_a: str, key_b: str) -> bool:
+            return symmetry_equivalent(atoms_from_record(relaxed[key_a]["relax"]),
+                                       atoms_from_record(relaxed[key_b]["relax"]), tol, self.a0)
+        return same
 
     def _mark_duplicates(self) -> None:
         r = self.job["relax"]
         relaxed = self.db.read("configs", "relax")
+        order = self.batch_order() if int(self.job["job"]["batch_size"]) > 0 else sorted(relaxed)
         entries = [(k, len(st["relax"].data["positions"]), st["relax"].attrs["energy_eV"], st["relax"].data["fingerprint"])
-                   for k, st in sorted(relaxed.items())
-                   if st["relax"].ok and st["relax"].attrs.get("parent", "") == ""]
-        dups = find_duplicates(entries, r["duplicate_energy_tol"], r["duplicate_fingerprint_tol"])
+                   for k in order if (st := relaxed.get(k)) is not None
+                   and st["relax"].ok and st["relax"].attrs.get("parent", "") == ""]
+        dups = find_duplicates(entries, r["duplicate_energy_tol"], r["duplicate_fingerprint_tol"],
+                               self._same_minimum(relaxed))
         for key, original in dups.items():
             rec = relaxed[key]["relax"]
             rec.attrs.update(status="duplicate", duplicate_of=original)
@@ -288,6 +402,16 @@ class Pipeline:
         data = dict(structure_data(atoms), lowest_eigenvalues=res.lowest_eigenvalues)
         self._write(group, Record("references", strain_key(strain), "thermo", attrs, data))
 
+    def _stored_analysis(self, rel, key):
+        """The exact harmonic data that the relax stage's last factorisation already gave (the
+        same configuration, the same ln det' to round-off): no second factorisation."""
+        from .thermo import StructureAnalysis
+
+        return StructureAnalysis(key, int(rel.attrs.get("n_atoms", len(rel.data["positions"]))),
+                                 float(rel.attrs["energy_eV"]), float(rel.attrs["max_force_eV_A"]),
+                                 float(rel.attrs["ln_det_prime"]), int(rel.attrs["n_negative"]), np.zeros(0), None,
+                                 int(rel.attrs["pinned_atom"]), {}, {"solver": "relax-stage factor"})
+
     def _thermo_task(self, group, key) -> None:
         from .thermo import formation_entropy, vibrational_entropy
 
@@ -297,7 +421,10 @@ class Pipeline:
         ref = root_only(group, self.db.read_record, "references", strain_key(strain), "thermo") \
             if self.has_perfect_reference else None
         try:
-            res = self._analyse(group, atoms_from_record(rel), key)
+            if "ln_det_prime" in rel.attrs and self.job["thermo"]["modes"] == 0:
+                res = self._stored_analysis(rel, key)
+            else:
+                res = self._analyse(group, atoms_from_record(rel), key)
         except NotAMinimumError as exc:  # raised on every rank of the group
             attrs = {"strain": strain, "status": "failed", "reason": str(exc)}
             lowest = np.zeros(0)
@@ -427,7 +554,8 @@ class Pipeline:
         from .artn import ArtnSettings
 
         sj = self.job["saddles"]
-        return ArtnSettings(fmax=sj["fmax"], newton=sj["newton"], activation_radius=sj["activation_radius"],
+        return ArtnSettings(fmax=sj["fmax"], newton=sj["newton"], activation=sj["activation"],
+                            activation_radius=sj["activation_radius"],
                             initial_displacement=sj["initial_displacement"],
                             eigenvalue_threshold=sj["eigenvalue_threshold"],
                             max_activation_steps=sj["max_activation_steps"],
@@ -485,11 +613,16 @@ class Pipeline:
     def _add_final_minima(self, events) -> None:
         """Distinct final minima of the events become configurations (key ``<event>-final``,
         parent = the initial minimum), unless they duplicate a minimum already in the database
-        (energy + lattice fingerprint for bcc hosts); later stages then treat them like any other."""
+        (:mod:`hpcvib.fingerprint`, bcc hosts); later stages then treat them like any other."""
         r = self.job["relax"]
         relaxed = self.db.read("configs", "relax")
         known = [(k, len(st["relax"].data["positions"]), st["relax"].attrs["energy_eV"], st["relax"].data["fingerprint"])
                  for k, st in sorted(relaxed.items()) if st["relax"].ok and "fingerprint" in st["relax"].data]
+        structures = {k: atoms_from_record(st["relax"]) for k, st in relaxed.items() if st["relax"].ok}
+        tol = float(r["duplicate_position_tol"])
+
+        def same(key_a: str, key_b: str) -> bool:
+            return symmetry_equivalent(structures[key_a], structures[key_b], tol, self.a0)
         added = 0
         for key, st in sorted(events.items()):
             ev = st["event"]
@@ -500,7 +633,9 @@ class Pipeline:
             final.positions = ev.data["final_positions"]
             fp = lattice_fingerprint(final, self.a0) if self.a0 else np.zeros(0)
             entry = (f"{key}-final", len(final), ev.attrs["energies"]["final"], fp)
-            if self.a0 and find_duplicates(known + [entry], r["duplicate_energy_tol"], r["duplicate_fingerprint_tol"]):
+            structures[entry[0]] = final
+            if self.a0 and entry[0] in find_duplicates(known + [entry], r["duplicate_energy_tol"],
+                                                       r["duplicate_fingerprint_tol"], same):
                 continue
             known.append(entry)
             gen = self.db.read_record("configs", ev.attrs["minimum"], "generate")

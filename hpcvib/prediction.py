@@ -63,10 +63,18 @@ def predict_entropy(comm, saved, atoms, reference, settings, per_atom: bool = Fa
     X = entropy_features(d.D - ratio * b.D, (d.DD - ratio * b.DD)[None] if saved.kind == "eqml" else None)
     mean, std = saved.model.predict(X, return_std=True)
     out = {"target": "S_f", "prediction": float(mean[0]), "std": float(std[0]), "n_atoms": len(atoms),
-           "seconds": time.perf_counter() - t}
+           "S_f_kB": float(mean[0]), "S_f_std_kB": float(std[0]), "seconds": time.perf_counter() - t}
+    if _has_pops(saved.model):
+        out["S_f_std_pops_kB"] = float(saved.model.predict(X, return_std=True, uncertainty="pops")[1][0])
     if keep:
         out["per_atom"] = per_atom_contributions(saved.model, d.per_atom, b.D, len(reference))
     return out
+
+
+def _has_pops(model) -> bool:
+    """Whether a fitted model carries POPS misspecification uncertainties."""
+    inner = getattr(model, "quadratic_", model)
+    return getattr(inner, "pops_sigma_", np.zeros((0, 0))).size > 0
 
 
 def predict_event(comm, saved, minimum, saddle, settings) -> dict:

@@ -163,6 +163,11 @@ def write_report(db, job=None, fit_dir: str | None = None, output: str | None = 
                   f"{c['test_rmse']:.4f} ± {c['test_rmse_std']:.4f} | {c['train_mae']:.4f} | {c['test_mae']:.4f} |"
                   for c in s["learning_curve"]]
         lines.append("")
+        lines += _fit_diagnostics_lines(s)
+        if "calibration" in s:
+            png_cal = f"calibration_{target}_{model}.png"
+            calibration_plot(os.path.join(output, png_cal), s["calibration"], labels[target])
+            lines += _calibration_lines(s["calibration"], png_cal)
         if target == "ln_nu":
             ours["sigma_noise"] = residual_histogram(os.path.join(output, "residuals_ln_nu.png"), s)
             lines += ["![residuals](residuals_ln_nu.png)", ""]
@@ -183,6 +188,7 @@ def write_report(db, job=None, fit_dir: str | None = None, output: str | None = 
                   f"{comp['direct']['fit']['ln_nu_gamma']:.4f}; marginal fit (Eq. 29, 50 bins): γ* = "
                   f"{comp['direct']['marginal']['gamma_star_per_eV']:.4f} /eV. ⟨κ⟩ (Eq. 35, 1/M² Σ_ij) = "
                   f"{comp['kappa']['mean_kappa_all_pairs']:.4f}.", ""]
+    lines += database_statistics_lines(db)
     lines += ["## Side by side with the paper (THEORY §7)", "",
               "RMSEs here are learning-curve test RMSEs at the smallest test fraction (mean over splits).", "",
               "| quantity | this database | paper |", "|---|---|---|"]
@@ -194,6 +200,96 @@ def write_report(db, job=None, fit_dir: str | None = None, output: str | None = 
         with open(tmp, "w") as fh:
             fh.write("\n".join(lines) + "\n")
     return path
+
+
+def _fit_diagnostics_lines(s: dict) -> list:
+    """Effective parameters, the too-few-rows warning and the EQML second-step diagnostics."""
+    out = [f"Effective number of well-determined weights (first step): {s.get('effective_parameters', float('nan')):.1f}."]
+    if s.get("rows_below_features"):
+        out.append(f"**Warning**: {s['n_samples']} training rows for {s['n_features']} features — the prior, "
+                   "not the data, sets most weights.")
+    d = s.get("diagnostics")
+    if d:
+        out.append(f"EQML second step: noise precision α₂ = {d['second_step_alpha']:.4g}, weight precision "
+                   f"λ₂ = {d['second_step_lambda']:.4g}, {d['effective_parameters_second_step']:.1f} effective "
+                   f"parameters; max |EQML − linear| on the data = {d['max_abs_eqml_minus_linear']:.4f}.")
+    return out + [""]
+
+
+def _calibration_lines(c: dict, png: str) -> list:
+    """Held-out errors at p = 0.1 by strain class and family, coverage, held-out families."""
+    cb, cp = c["coverage_bayes"], c["coverage_pops"]
+    out = [f"### Held-out errors and calibrated uncertainties (p = {c['test_fraction']}, {c['n_splits']} splits)", "",
+           f"Test RMSE {c['test_rmse']:.4f}, MAE {c['test_mae']:.4f}. Fraction of held-out errors within ±1σ / ±2σ "
+           f"(a calibrated Gaussian: 0.683 / 0.954): Bayesian {cb['within_1sigma']:.3f} / {cb['within_2sigma']:.3f} "
+           f"(mean σ {cb['mean_std']:.4f}); POPS {cp['within_1sigma']:.3f} / {cp['within_2sigma']:.3f} "
+           f"(mean σ {cp['mean_std']:.4f}).", "", f"![calibration]({png})", "",
+           "| strain (%) | n | test RMSE | test MAE |", "|---|---|---|---|"]
+    out += [f"| {k} | {v['n']} | {v['rmse']:.4f} | {v['mae']:.4f} |"
+            for k, v in sorted(c["by_strain_percent"].items(), key=lambda kv: int(kv[0]))]
+    out += ["", "| family | n | test RMSE | test MAE |", "|---|---|---|---|"]
+    out += [f"| {k} | {v['n']} | {v['rmse']:.4f} | {v['mae']:.4f} |" for k, v in sorted(c["by_family"].items())]
+    held = c.get("held_out_family") or {}
+    if held:
+        out += ["", "Held-out family (trained on every other family):", "",
+                "| family | n | test RMSE | test MAE | within ±1σ Bayes / POPS | within ±2σ Bayes / POPS |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {k} | {v['n']} | {v['test_rmse']:.4f} | {v['test_mae']:.4f} | "
+                f"{v['coverage_bayes']['within_1sigma']:.2f} / {v['coverage_pops']['within_1sigma']:.2f} | "
+                f"{v['coverage_bayes']['within_2sigma']:.2f} / {v['coverage_pops']['within_2sigma']:.2f} |"
+                for k, v in sorted(held.items())]
+    return out + [""]
+
+
+def calibration_plot(path, c: dict, label: str) -> None:
+    """Observed fraction of held-out |errors| within z σ against the Gaussian expectation, for
+    the Bayesian and the POPS standard deviations (on the diagonal = calibrated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.special import erf
+
+    pts = c["calibration_points"]
+    err = np.abs(np.asarray(pts["error"]))
+    z = np.linspace(0.0, 3.0, 61)
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot(z, erf(z / np.sqrt(2)), "k--", lw=1, label="calibrated Gaussian")
+    for key, name in (("std_bayes", "Bayesian"), ("std_pops", "POPS")):
+        std = np.asarray(pts[key])
+        ax.plot(z, [(err <= zi * std).mean() for zi in z], lw=1.5, label=name)
+    ax.set_xlabel("z (multiples of the predicted σ)")
+    ax.set_ylabel(f"fraction of held-out |errors| ≤ zσ — {label}")
+    ax.set_ylim(0, 1.02)
+    ax.legend(frameon=False, loc="lower right")
+    _savefig(fig, path)
+
+
+def database_statistics_lines(db) -> list:
+    """E_f and S_f ranges per family (and counts per strain) of a database's configurations."""
+    rows = {}
+    for key, st in db.read("configs", with_data=False).items():
+        th, gen = st.get("thermo"), st.get("generate")
+        if th is None or not th.ok or "S_f_kB" not in th.attrs:
+            continue
+        family = f"{gen.attrs['kind']}{gen.attrs['size']}" if gen is not None else "?"
+        rows.setdefault(family, []).append((th.attrs.get("E_f_eV", np.nan), th.attrs["S_f_kB"],
+                                            key.split("@")[0], float(th.attrs.get("strain", 0.0))))
+    if not rows:
+        return []
+    out = ["## Database statistics", "", "| family | distinct minima | configurations | E_f range (eV) | "
+           "S_f range (k_B) |", "|---|---|---|---|---|"]
+    total_min = total = 0
+    for family, v in sorted(rows.items()):
+        e = np.array([r[0] for r in v])
+        sf = np.array([r[1] for r in v])
+        minima = len({r[2] for r in v})
+        total_min += minima
+        total += len(v)
+        out.append(f"| {family} | {minima} | {len(v)} | {np.nanmin(e):.3f} … {np.nanmax(e):.3f} | "
+                   f"{sf.min():.3f} … {sf.max():.3f} |")
+    out.append(f"| all | {total_min} | {total} | | |")
+    return out + [""]
 
 
 def results_table(db, fit_dir: str | None = None) -> str:

@@ -15,6 +15,8 @@ from .errors import HpcvibError, InputError, NotAMinimumError
 from .log import get_logger
 
 N_ZERO_MODES_PERIODIC = 3
+#: largest force (eV/Å) of a structure called a stationary point (``expect`` checks it)
+STATIONARY_FORCE_TOL = 1e-3
 
 
 # ------------------------------------------------------------------------------------------
@@ -135,11 +137,12 @@ class StructureAnalysis:
 
 def analyse_structure(comm, atoms, potential, label: str = "<structure>", n_modes: int = 0,
                       want_vectors: bool = False, ordering: str = "auto", expect: str | None = None,
-                      hessian=None, solver: str = "auto") -> StructureAnalysis:
+                      hessian=None, solver: str = "auto", force_tol: float = STATIONARY_FORCE_TOL) -> StructureAnalysis:
     """Energy, exact ln det'(D), inertia and (optionally) the lowest modes of ``atoms``.
 
-    ``expect`` = ``"minimum"`` or ``"saddle"`` turns a wrong inertia into
-    :class:`NotAMinimumError` naming the negative eigenvalues. Collective over ``comm``.
+    ``expect`` = ``"minimum"`` or ``"saddle"`` turns a largest force above ``force_tol`` (eV/Å;
+    checked before any factorisation) or a wrong inertia into :class:`NotAMinimumError` naming
+    the force or a few of the negative eigenvalues. Collective over ``comm``.
     ``solver``: see :func:`hpcvib.spectral.log_pseudo_determinant`; an expected saddle goes
     straight to MUMPS LDLᵀ (a Cholesky attempt would only fail).
     """
@@ -152,7 +155,11 @@ def analyse_structure(comm, atoms, potential, label: str = "<structure>", n_mode
     ev = potential.evaluate(atoms)
     fmax = float(np.sqrt((ev.forces ** 2).sum(axis=1)).max())
     timings["energy"] = time.perf_counter() - t
-    if fmax > 1e-3:
+    if expect is not None and fmax > force_tol:
+        raise NotAMinimumError(f"{label}: expected a {'minimum' if expect == 'minimum' else 'first-order saddle'}, "
+                               f"but the largest force is {fmax:.3g} eV/Å > {force_tol:g} eV/Å: not a stationary "
+                               "point (relax it first, or raise --force-tol)")
+    if fmax > force_tol:
         log.warning("%s: max force %.3g eV/Å — not a stationary point; harmonic results refer to a "
                     "non-equilibrium configuration", label, fmax)
     t = time.perf_counter()
@@ -163,7 +170,9 @@ def analyse_structure(comm, atoms, potential, label: str = "<structure>", n_mode
         solver = "mumps"
     pd = log_pseudo_determinant(dh, ordering=ordering, solver=solver)
     timings["factorisation"] = time.perf_counter() - t
-    wanted = max(n_modes, pd.n_negative)  # the negative eigenvalues are always reported
+    wanted = max(n_modes, pd.n_negative)  # the negative eigenvalues are always reported ...
+    if _wrong_kind(pd.n_negative, expect):
+        wanted = min(pd.n_negative, MODES_IN_REJECTION)  # ... but a rejection shows only a few of them
     lowest, vectors = np.zeros(0), None
     if wanted > 0:
         t = time.perf_counter()
@@ -180,14 +189,24 @@ def analyse_structure(comm, atoms, potential, label: str = "<structure>", n_mode
     return result
 
 
+#: negative eigenvalues computed for the message when a structure is rejected (the inertia,
+#: free from the factorisation, already proved it; computing all k costs ~k^2.7)
+MODES_IN_REJECTION = 6
+
+
+def _wrong_kind(n_negative: int, expect: str | None) -> bool:
+    want = {"minimum": 0, "saddle": 1, None: None}[expect]
+    return not (n_negative == want or (want is None and n_negative <= 1))
+
+
 def check_kind(result: StructureAnalysis, expect: str | None) -> None:
     """Raise NotAMinimumError when the inertia does not match ``expect``; a higher-order saddle
     (two or more negative eigenvalues) is always an error: harmonic TST has no use for it."""
     want = {"minimum": 0, "saddle": 1, None: None}[expect]
-    if result.n_negative == want or (want is None and result.n_negative <= 1):
+    if not _wrong_kind(result.n_negative, expect):
         return
     neg = result.lowest_eigenvalues[result.lowest_eigenvalues < 0]
-    shown = ", ".join(f"{v:.6g}" for v in neg[:10])
+    shown = ", ".join(f"{v:.6g}" for v in neg[:10]) + (", …" if result.n_negative > len(neg[:10]) else "")
     what = {0: "expected a minimum", 1: "expected a first-order saddle",
             None: "a higher-order saddle is not a harmonic stationary state"}[want]
     raise NotAMinimumError(f"{result.label}: {what}, but D has {result.n_negative} negative "

@@ -9,7 +9,9 @@ from mpi4py import MPI
 from hpcvib.artn import ArtnSettings, SaddleSearch, duplicate_events, same_minimum
 from hpcvib.potentials import load_potential
 
-from conftest import fe_vacancy_neb, fe_vacancy_saddle, serial_only
+from hpcvib.structures import bcc_supercell
+
+from conftest import fe_a0, fe_vacancy_neb, fe_vacancy_saddle, serial_only
 
 
 def _towards_vacancy(neb):
@@ -260,3 +262,33 @@ def _counter():
     from hpcvib.artn import _Counter
 
     return _Counter()
+
+
+def test_activation_starts_at_the_defect():
+    """Default rule: in a relaxed vacancy cell the candidates are the atoms around the vacancy
+    (within the second-neighbour shell of the empty site, a0 = 2.855 Å: 2.47 and 2.86 Å), every
+    first neighbour among them; a perfect cell offers every atom."""
+    from hpcvib.artn import activation_candidates
+    from hpcvib.structures import minimum_image
+
+    neb = fe_vacancy_neb(4)
+    atoms = neb["initial"]
+    pot = load_potential("Fe_mm")
+    chosen = activation_candidates(atoms, pot)
+    d = np.linalg.norm(minimum_image(atoms.positions - neb["vacancy_site"], atoms.get_cell()), axis=1)
+    assert 8 <= len(chosen) < len(atoms) // 4
+    assert d[chosen].max() < 3.0
+    assert set(np.flatnonzero(d < 2.6)) <= set(chosen.tolist())
+    perfect = bcc_supercell(4, fe_a0())
+    assert len(activation_candidates(perfect, pot)) == len(perfect)
+
+
+def test_json_output_has_null_not_nan():
+    import io
+
+    from hpcvib.cli import emit_json
+
+    out = io.StringIO()
+    emit_json(MPI.COMM_SELF, {"a": float("nan"), "b": [1.0, float("inf")], "c": np.array([np.nan, 2.0]),
+                              "d": np.float64("nan")}, stream=out)
+    assert json.loads(out.getvalue()) == {"a": None, "b": [1.0, None], "c": [None, 2.0], "d": None}

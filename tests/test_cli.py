@@ -208,3 +208,33 @@ def test_auto_reference_by_bloch_sums_equals_factorised_reference_file(tmp_path)
     assert auto["reference"]["method"] == "bloch" and given["reference"]["method"] != "bloch"
     assert auto["S_f_kB"] == pytest.approx(given["S_f_kB"], abs=1e-9)
     assert auto["reference"]["ln_det_prime"] == pytest.approx(given["reference"]["ln_det_prime"], rel=1e-12)
+
+
+def _subcommands():
+    from hpcvib.cli import COMMANDS
+
+    return [name for name, _ in COMMANDS]
+
+
+@pytest.mark.parametrize("name", _subcommands())
+def test_every_subcommand_help_returns_under_mpiexec(name):
+    """--help of every sub-command under 2 ranks: printed once, exit 0, no hang (a hang fails by
+    the timeout)."""
+    proc = subprocess.run([shutil.which("mpiexec"), "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+                          + ["-n", "2"] + HPCVIB + [name, "--help"], capture_output=True, text=True,
+                          env=clean_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("usage:") == 1
+
+
+@pytest.mark.parametrize("args,code", [(["potentials", "Fe_mm"], 0), (["potentials"], 0),
+                                       (["potentials", "nosuch"], 2)])
+def test_potentials_returns_under_mpiexec(args, code):
+    """Was a deadlock: rank 1 returned before rank 0's collective load."""
+    proc = subprocess.run([shutil.which("mpiexec"), "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+                          + ["-n", "2"] + HPCVIB + args, capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    if code == 0 and len(args) > 1:
+        assert proc.stdout.count('"sha256"') == 1
+    if code:
+        assert proc.stderr.count("hpcvib: error:") == 1

@@ -101,3 +101,61 @@ def test_variants_are_seeded():
     assert not np.allclose(a.positions, c.positions)
     moved = np.linalg.norm(a.positions - ideal.positions, axis=1) > 0
     assert 0 < moved.sum() < len(a)
+
+
+def _brute_force_decorated_pair_orbits(radius):
+    """Orbits of two dumbbells (any ⟨110⟩/⟨111⟩ axes) on sites ``radius`` shells apart at most,
+    by explicit marking of every image under the 48 operations and translations (independent
+    of :func:`canonical`)."""
+    d2max = SHELL_D2[radius - 1]
+    r = int(np.ceil(np.sqrt(d2max)))
+    grid = np.array(list(itertools.product(range(-r, r + 1), repeat=3)))
+    par = grid % 2
+    bonds = [tuple(p) for p in grid[(par.min(1) == par.max(1)) & ((grid ** 2).sum(1) <= d2max)
+                                    & ((grid ** 2).sum(1) > 0)]]
+    axes = sorted({tuple(int(c) for c in v) for v in
+                   [(1, 1, 0), (1, -1, 0), (1, 0, 1), (1, 0, -1), (0, 1, 1), (0, 1, -1),
+                    (1, 1, 1), (1, 1, -1), (1, -1, 1), (1, -1, -1)]})
+
+    def norm(ax):
+        ax = tuple(int(c) for c in ax)
+        first = next(c for c in ax if c)
+        return ax if first > 0 else tuple(-c for c in ax)
+
+    seen, orbits = set(), 0
+    for bond in bonds:
+        for a0, a1 in itertools.product(axes, repeat=2):
+            config = frozenset({((0, 0, 0), a0), (bond, a1)})
+            if config in seen:
+                continue
+            orbits += 1
+            for op in POINT_GROUP:
+                img = [(tuple(int(c) for c in op @ np.array(s)), norm(op @ np.array(a))) for s, a in config]
+                for origin, _ in img:
+                    seen.add(frozenset((tuple(p - o for p, o in zip(s, origin)), a) for s, a in img))
+    return orbits
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_mixed_dumbbell_pairs_match_brute_force_orbits(radius):
+    assert len(dumbbell_clusters(2, "mixed", radius)) == _brute_force_decorated_pair_orbits(radius)
+
+
+def test_mixed_clusters_contain_the_parallel_ones():
+    mixed = set(dumbbell_clusters(3, "mixed", 1))
+    assert set(dumbbell_clusters(3, "110", 1)) <= mixed and set(dumbbell_clusters(3, "111", 1)) <= mixed
+    assert len(dumbbell_clusters(1, "mixed")) == 2
+
+
+def test_families_merge_pools_and_sample_reproducibly():
+    from hpcvib.defects import generate_families
+
+    fams = [{"kind": "V", "sizes": [2], "shell_radius": 2}, {"kind": "V", "sizes": [2], "shell_radius": 4}]
+    specs = generate_families(fams)
+    assert [s.key for s in specs] == [f"V2-s{i:03d}-v00" for i in range(4)]  # radius 4 contains radius 2
+    sampled = [{"kind": "I", "sizes": [3], "orientations": ["mixed"], "shell_radius": 1, "max_clusters": 50}]
+    a, b = generate_families(sampled, seed=5), generate_families(sampled, seed=5)
+    assert len(a) == 50 and [s.shape for s in a] == [s.shape for s in b]
+    assert {s.shape for s in a} <= set(dumbbell_clusters(3, "mixed", 1))
+    crowd = generate_families([{"kind": "I", "sizes": [1, 2], "orientations": ["crowdion"]}])
+    assert [s.key for s in crowd] == ["I1-crowdion-s000-v00"]

@@ -118,3 +118,18 @@ def test_save_load_round_trip_and_settings_check(tmp_path):
         back.check_compatible(dict(settings, rcut=4.0), "abc", path)
     with pytest.raises(InputError, match="potential"):
         back.check_compatible(settings, "other", path)
+
+
+@pytest.mark.parametrize("n,p,intercept", [(200, 12, False), (50, 80, False), (300, 20, True)])
+def test_evidence_maximisation_reproduces_scikit_learn(n, p, intercept):
+    """Our eigenbasis evidence maximisation against scikit-learn's BayesianRidge (SVD route)."""
+    from sklearn.linear_model import BayesianRidge
+
+    rng = np.random.default_rng(n + p)
+    X = rng.normal(size=(n, p)) * rng.uniform(0.5, 3, size=p)
+    y = X @ rng.normal(size=p) + 0.3 * np.sin(X[:, 0]) + 2.0
+    ours = BayesianLinearModel(fit_intercept=intercept, scale=False).fit(X, y)
+    ref = BayesianRidge(fit_intercept=intercept, tol=1e-6, max_iter=300).fit(X, y)
+    assert np.isclose(ours.alpha_, ref.alpha_, rtol=1e-6) and np.isclose(ours.lambda_, ref.lambda_, rtol=1e-6)
+    assert np.allclose(ours.coef_, ref.coef_, rtol=1e-6, atol=1e-9)
+    assert np.allclose(ours.predict(X), ref.predict(X), rtol=1e-7, atol=1e-8)

@@ -292,3 +292,27 @@ def test_bloch_ln_det_prime_of_perfect_bcc(comm, reps, strain):
     assert lowest == pytest.approx(nonzero(ev)[0], rel=1e-9)
     pd = log_pseudo_determinant(assemble_hessian(comm, atoms, "Fe_mm"))
     assert ln_bloch == pytest.approx(pd.ln_det_prime, rel=1e-12)
+
+
+def test_rejections_are_cheap_and_check_forces():
+    """--expect minimum refuses a non-stationary cell before factorising, and a cell with many
+    negative eigenvalues after computing only a few of them (the inertia already proved it)."""
+    from mpi4py import MPI
+
+    from hpcvib.errors import NotAMinimumError
+    from hpcvib.potentials import load_potential
+    from hpcvib.structures import bcc_supercell
+    from hpcvib.thermo import MODES_IN_REJECTION, analyse_structure
+
+    from conftest import fe_a0
+
+    pot = load_potential("Fe_mm")
+    atoms = bcc_supercell(4, fe_a0())
+    atoms.positions += np.random.default_rng(4).normal(0, 0.05, atoms.positions.shape)
+    with pytest.raises(NotAMinimumError, match="largest force"):
+        analyse_structure(MPI.COMM_SELF, atoms, pot, "rattled", expect="minimum")
+    atoms.positions += np.random.default_rng(5).normal(0, 0.25, atoms.positions.shape)
+    with pytest.raises(NotAMinimumError, match="…") as err:
+        analyse_structure(MPI.COMM_SELF, atoms, pot, "rattled", expect="minimum", force_tol=1e3)
+    shown = str(err.value).split("eigenvalue(s): ")[1].split(" eV")[0].split(", ")
+    assert len([x for x in shown if x != "…"]) <= MODES_IN_REJECTION

@@ -177,7 +177,7 @@ class EAM(Potential):
 
     def evaluate(self, atoms) -> Evaluation:
         species = self.species_index(atoms)
-        nl = self.cell_list(atoms).query(None)
+        nl = self.energy_neighbours(atoms)
         e_i, forces, virial = _eam_energy_forces(nl.indptr, nl.index, nl.vector_e3, nl.distance,
                                                  species, *self._tables())
         volume = abs(np.linalg.det(np.asarray(atoms.get_cell())))

@@ -96,7 +96,7 @@ class StillingerWeber(Potential):
 
     def evaluate(self, atoms) -> Evaluation:
         species = self.species_index(atoms)
-        nl = self.cell_list(atoms).query(None)
+        nl = self.energy_neighbours(atoms)
         e_i, forces, virial = _sw_energy_forces(nl.indptr, nl.index, nl.vector_e3, nl.distance,
                                                 species, self.two, self.three)
         volume = abs(np.linalg.det(np.asarray(atoms.get_cell())))

@@ -1,0 +1,72 @@
+"""One rule for 'the same minimum': explicit symmetry mapping (hpcvib.fingerprint)."""
+
+import numpy as np
+import pytest
+
+from hpcvib.defects import DefectSpec, build_defect, dumbbell_clusters
+from hpcvib.exact_minimum import relax_exact
+from hpcvib.fingerprint import cell_point_group, find_duplicates, lattice_fingerprint, symmetry_equivalent
+from hpcvib.potentials import load_potential
+
+from conftest import fe_a0, serial_only
+
+POT = load_potential("Fe_mm")
+
+
+def test_point_group_of_cells():
+    assert len(cell_point_group(np.eye(3) * 10.0)) == 48
+    assert len(cell_point_group(np.diag([10.0, 10.0, 12.0]))) == 16
+    assert len(cell_point_group(np.diag([9.0, 10.0, 12.0]))) == 8
+
+
+def _relaxed_di_interstitial(index):
+    shape = dumbbell_clusters(2, "110", 2)[index]
+    return relax_exact(build_defect(DefectSpec("I", 2, "110", index, shape, 0), 4, fe_a0()), POT, 1e-5).atoms
+
+
+@pytest.fixture(scope="module")
+def di_interstitials():
+    return [_relaxed_di_interstitial(i) for i in range(3)]
+
+
+def _random_image(atoms, seed):
+    """``atoms`` moved by a random cubic operation about the cell centre, a lattice
+    translation, a small rigid drift, and its atoms permuted."""
+    from hpcvib.fingerprint import cell_point_group as ops
+
+    rng = np.random.default_rng(seed)
+    g = ops(atoms.cell)[rng.integers(48)]
+    out = atoms.copy()
+    centre = 0.5 * np.diag(atoms.cell)
+    a0 = fe_a0()
+    shift = a0 / 2 * rng.integers(-3, 4) * np.ones(3) + a0 * rng.integers(-2, 3, size=3)
+    out.positions = (atoms.positions - centre) @ g.T + centre + shift + 1e-4 * rng.normal(size=3)
+    return out[rng.permutation(len(out))]
+
+
+@serial_only()
+def test_symmetry_images_are_the_same_minimum(di_interstitials):
+    a0 = fe_a0()
+    for i, atoms in enumerate(di_interstitials):
+        for seed in range(3):
+            image = _random_image(atoms, 10 * i + seed)
+            assert symmetry_equivalent(atoms, image, 1e-2, a0)
+            assert np.allclose(lattice_fingerprint(atoms, a0), lattice_fingerprint(image, a0), atol=1e-3)
+
+
+@serial_only()
+def test_distinct_minima_are_not_merged(di_interstitials):
+    a0 = fe_a0()
+    a, b, _ = di_interstitials
+    assert not symmetry_equivalent(a, b, 1e-2, a0)
+    moved = a.copy()
+    moved.positions[0] += [0.05, 0.0, 0.0]  # one atom off by more than the tolerance
+    assert not symmetry_equivalent(a, moved, 1e-2, a0)
+
+
+def test_find_duplicates_asks_the_explicit_check():
+    fp = np.array([0.3, 0.2])
+    entries = [("a", 10, -1.0, fp), ("b", 10, -1.0, fp), ("c", 10, -1.0, fp)]
+    assert find_duplicates(entries, 1e-4, 1e-3) == {"b": "a", "c": "a"}
+    # with the explicit check, 'c' is another minimum that shares energy and fingerprint
+    assert find_duplicates(entries, 1e-4, 1e-3, same=lambda x, y: {x, y} == {"a", "b"}) == {"b": "a"}

@@ -1,0 +1,84 @@
+"""Exact local entropies (hpcvib.local_entropy): sum rules against the factorisation route,
+the analytic projector weight, the far-field bulk value, and the CLI output."""
+
+import json
+import os
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+from mpi4py import MPI
+
+from hpcvib.exact_minimum import relax_exact
+from hpcvib.hessian import assemble_hessian
+from hpcvib.local_entropy import dense_local_decomposition
+from hpcvib.potentials import load_potential
+from hpcvib.spectral import log_pseudo_determinant
+from hpcvib.structures import bcc_supercell, minimum_image
+from hpcvib.thermo import analyse_perfect_bcc, formation_entropy, vibrational_entropy
+
+from conftest import fe_a0, fe_vacancy_saddle, serial_only
+
+POT = load_potential("Fe_mm")
+pytestmark = serial_only()
+
+
+def _vacancy(n=4):
+    atoms = bcc_supercell(n, fe_a0())
+    del atoms[0]
+    return relax_exact(atoms, POT, 1e-7).atoms
+
+
+def test_sums_equal_s_vib_and_s_f():
+    atoms = _vacancy()
+    dec = dense_local_decomposition(POT, atoms)
+    ln_det = log_pseudo_determinant(assemble_hessian(MPI.COMM_SELF, atoms, POT)).ln_det_prime
+    assert abs(dec.ln_det_prime - ln_det) < 1e-9 * abs(ln_det)
+    for t in (100.0, 800.0):
+        assert abs(dec.entropy(t).sum() - vibrational_entropy(ln_det, len(atoms), t)) < 1e-8
+    ref = analyse_perfect_bcc(POT, bcc_supercell(4, fe_a0()))
+    s_f, _ = formation_entropy(ln_det, len(atoms), ref.ln_det_prime, ref.n_atoms)
+    assert abs(dec.formation(ref.ln_det_prime, ref.n_atoms).sum() - s_f) < 1e-8
+    # the projector weight of atom i is 3(1 − m_i/M) (the translations removed)
+    assert np.allclose(dec.projector, 3.0 * (1.0 - 1.0 / len(atoms)), atol=1e-10)
+
+
+def test_perfect_crystal_sites_are_all_equal_and_the_defect_is_local():
+    perfect = bcc_supercell(4, fe_a0())
+    dec = dense_local_decomposition(POT, perfect)
+    assert np.ptp(dec.log_diagonal) < 1e-9
+    ref = analyse_perfect_bcc(POT, perfect)
+    assert np.allclose(dec.formation(ref.ln_det_prime, ref.n_atoms), 0.0, atol=1e-9)
+    atoms = _vacancy()
+    ds = dense_local_decomposition(POT, atoms).formation(ref.ln_det_prime, ref.n_atoms)
+    site = np.zeros(3)  # the removed atom sat at the origin
+    d = np.linalg.norm(minimum_image(atoms.positions - site, atoms.get_cell()), axis=1)
+    near, far = ds[d < 3.0], ds[d > 5.0]
+    assert np.abs(near).max() > 10 * np.abs(far).max()
+
+
+def test_saddle_uses_the_absolute_eigenvalues():
+    saddle = fe_vacancy_saddle(4)
+    dec = dense_local_decomposition(POT, saddle)
+    ln_det = log_pseudo_determinant(assemble_hessian(MPI.COMM_SELF, saddle, POT)).ln_det_prime
+    assert abs(dec.ln_det_prime - ln_det) < 1e-9 * abs(ln_det)
+
+
+def test_thermo_local_writes_per_atom_arrays(tmp_path):
+    atoms = _vacancy()
+    path = tmp_path / "vac.extxyz"
+    ase.io.write(path, atoms)
+    out = tmp_path / "local.extxyz"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
+    proc = subprocess.run([sys.executable, "-m", "hpcvib.cli", "thermo", str(path), "-p", "Fe_mm", "--reference",
+                           "auto", "-t", "300", "--local", "-o", str(out), "--json"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    local = res["local"]
+    assert abs(local["sum_S_local_kB"] - res["S_vib_kB"]) < 1e-6
+    assert abs(local["sum_dS_local_kB"] - local["S_f_Eq20_kB"]) < 1e-6
+    frame = ase.io.read(out)
+    assert np.isclose(frame.arrays["dS_local_kB"].sum(), local["S_f_Eq20_kB"], atol=len(frame) * 5e-8)
+    assert "S_local_kB" in frame.arrays
