@@ -93,8 +93,11 @@ class Pipeline:
         self._batch = None
 
     def batch_order(self) -> list:
-        """Generated unstrained keys in the job's seeded random order."""
-        keys = self._keys_with("generate", lambda rec: rec.attrs.get("parent", "") == "")
+        """Generated unstrained keys in the job's seeded random order. Collective."""
+        return self._shuffled(self._keys_with("generate", lambda rec: rec.attrs.get("parent", "") == ""))
+
+    def _shuffled(self, keys: list) -> list:
+        """``keys`` (sorted) in the job's seeded random order — the batch order."""
         rng = np.random.default_rng(self.job["job"]["seed"])
         return [keys[i] for i in rng.permutation(len(keys))]
 
@@ -355,7 +358,12 @@ class Pipeline:
     def _mark_duplicates(self) -> None:
         r = self.job["relax"]
         relaxed = self.db.read("configs", "relax")
-        order = self.batch_order() if int(self.job["job"]["batch_size"]) > 0 else sorted(relaxed)
+        if int(self.job["job"]["batch_size"]) > 0:  # runs on the root alone: no collective here
+            generated = self.db.read("configs", "generate", with_data=False)
+            order = self._shuffled(sorted(k for k, st in generated.items()
+                                          if st["generate"].attrs.get("parent", "") == ""))
+        else:
+            order = sorted(relaxed)
         entries = [(k, len(st["relax"].data["positions"]), st["relax"].attrs["energy_eV"], st["relax"].data["fingerprint"])
                    for k in order if (st := relaxed.get(k)) is not None
                    and st["relax"].ok and st["relax"].attrs.get("parent", "") == ""]

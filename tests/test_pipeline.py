@@ -187,6 +187,47 @@ def test_task_farm_equals_serial(serial_db, tmp_path_factory, comm):
     assert farm == results(serial_db)
 
 
+BATCHED = """
+[job]
+name = "batched"
+database = "{db}"
+seed = 3
+batch_size = 3
+[system]
+potential = "Fe_mm"
+cell = 4
+[generate]
+families = [{{kind = "V", sizes = [1, 2], shell_radius = 2}}, {{kind = "I", sizes = [1], orientations = ["110"]}}]
+variants = 1
+[relax]
+strains = [0.0, 0.01]
+escape_saddles = true
+[thermo]
+[descriptors]
+"""
+
+
+def test_batched_job_on_the_farm_equals_serial(tmp_path_factory, comm):
+    """Batches of generated configurations, duplicates judged in batch order, on 2 ranks (the
+    duplicate rule runs on the root: it must not contain a collective) = on one process."""
+    from hpcvib.parallel import root_only
+
+    def run_in(folder, pipe_comm):
+        path = os.path.join(folder, "batched.toml")
+        if pipe_comm.rank == 0:
+            with open(path, "w") as fh:
+                fh.write(BATCHED.format(db=os.path.join(folder, "db.h5")))
+        pipe_comm.Barrier()
+        Pipeline(pipe_comm, load_job(path)).run()
+        return root_only(pipe_comm, lambda: results(Database(os.path.join(folder, "db.h5"))))
+
+    farm = run_in(comm.bcast(str(tmp_path_factory.mktemp("batched")) if comm.rank == 0 else None), comm)
+    alone = run_in(str(tmp_path_factory.mktemp(f"alone{comm.rank}")), MPI.COMM_SELF)
+    assert farm == alone
+    statuses = [v[0] for v in alone.values()]
+    assert statuses.count("ok") >= 4 and "duplicate" in statuses
+
+
 @serial_only()
 def test_killed_job_resumes_to_identical_results(serial_db, tmp_path):
     job = write_job(str(tmp_path))
