@@ -45,10 +45,14 @@ def add_format_argument(parser):
     parser.add_argument("--format", dest="file_format", metavar="FMT", default=None,
                         help="ASE format of the structure files when the suffix does not tell "
                              "(e.g. lammps-data, vasp)")
+    parser.add_argument("--types", metavar="EL[,EL...]", default=None,
+                        help="element of each LAMMPS atom type, in type order (--types Fe,Cr: type 1 is Fe, "
+                             "type 2 Cr), for data files without Masses and dumps with a type column only")
 
 
-def load_structures(comm, paths, file_format=None, require_periodic=True):
-    """Read (rank 0) and broadcast every frame of every path/glob; validate each.
+def load_structures(comm, paths, file_format=None, require_periodic=True, types=None):
+    """Read (rank 0) and broadcast every frame of every path/glob; validate each. ``types``:
+    elements of the LAMMPS atom types (:func:`hpcvib.structures.read_structures`).
 
     Returns a list of (label, atoms)."""
     from .parallel import root_only
@@ -63,7 +67,7 @@ def load_structures(comm, paths, file_format=None, require_periodic=True):
                 from .errors import InputError
                 raise InputError(f"{spec}: no file matches")
             for path in matches:
-                frames = read_structures(path, format=file_format)
+                frames = read_structures(path, format=file_format, types=types)
                 for k, atoms in enumerate(frames):
                     label = path if len(frames) == 1 else f"{path}@{k}"
                     validate(atoms, label, require_periodic=require_periodic)
@@ -145,7 +149,7 @@ class HessianCommand:
         matrix_format(args.output)  # fail early on a bad suffix
         timings = {}
         with timed("read", timings):
-            frames = load_structures(comm, [args.structure], args.file_format)
+            frames = load_structures(comm, [args.structure], args.file_format, types=args.types)
         if not -len(frames) <= args.frame < len(frames):
             raise InputError(f"{args.structure}: frame {args.frame} requested, file has {len(frames)}")
         label, atoms = frames[args.frame]
@@ -227,7 +231,7 @@ class ThermoCommand:
         if args.local and args.temperature is None and not args.reference:
             raise InputError("--local needs --temperature (for S_local) or --reference (for dS_local)")
         pot = collective_call(comm, load_potential, args.potential)
-        frames = load_structures(comm, args.structures, args.file_format)
+        frames = load_structures(comm, args.structures, args.file_format, types=args.types)
         references = {}
         local_frames = []
         expect = "minimum" if args.reference else args.expect
@@ -305,7 +309,7 @@ def _formation_entropy(comm, pot, label, atoms, res, args, cache):
         if args.reference == "auto":
             ref_label, ref_atoms = "auto bcc", root_only(comm, perfect_bcc_reference, atoms, label)
         else:
-            ref_label, ref_atoms = load_structures(comm, [args.reference], args.file_format)[0]
+            ref_label, ref_atoms = load_structures(comm, [args.reference], args.file_format, types=args.types)[0]
         cache[key] = (np.asarray(ref_atoms.get_cell()), ref_label, ref_atoms, None)
     ref_cell, ref_label, ref_atoms, ref = cache[key]
     if not np.allclose(ref_cell, np.asarray(atoms.get_cell()), atol=1e-6):
@@ -403,8 +407,8 @@ class PrefactorCommand:
         from .thermo import analyse_structure, check_same_system, htst_rate, ln_attack_frequency
 
         pot = collective_call(comm, load_potential, args.potential)
-        (label_m, atoms_m), = load_structures(comm, [args.minimum], args.file_format)[:1]
-        saddles = load_structures(comm, args.saddles, args.file_format)
+        (label_m, atoms_m), = load_structures(comm, [args.minimum], args.file_format, types=args.types)[:1]
+        saddles = load_structures(comm, args.saddles, args.file_format, types=args.types)
         for label_s, atoms_s in saddles:
             check_same_system(atoms_m, atoms_s, label_m, label_s)
         pot.species_index(atoms_m, label_m)
@@ -490,7 +494,7 @@ class DescriptorsCommand:
         rcut = args.rcut if args.rcut is not None else DEFAULT_RCUT.get(args.potential, 5.0)
         settings = DescriptorSettings(jmax=args.jmax, rcut=rcut, full=args.full)
         settings.twojmax  # validates jmax
-        frames = load_structures(comm, args.structures, args.file_format)
+        frames = load_structures(comm, args.structures, args.file_format, types=args.types)
         results = compute_many(comm, frames, settings, keep_per_atom=bool(args.output))
         if args.output:
             root_only(comm, write_descriptors, args.output, frames, results, settings)
@@ -646,7 +650,7 @@ class SaddleCommand:
 
         if args.fmax <= 0:
             raise InputError(f"--fmax must be positive (got {args.fmax})")
-        label, minimum = load_structures(comm, [args.structure], args.file_format)[0]
+        label, minimum = load_structures(comm, [args.structure], args.file_format, types=args.types)[0]
         if args.atom is not None and not 0 <= args.atom < len(minimum):
             raise InputError(f"{label}: --atom {args.atom} out of range (0..{len(minimum) - 1})")
         settings = ArtnSettings(fmax=args.fmax, newton=not args.no_newton, activation=args.activation)

@@ -104,10 +104,10 @@ def predict_structures(comm, args) -> list[dict]:
 
         sha = load_potential(args.potential).sha256
     saved.check_compatible(settings.as_dict(), sha, args.model)
-    frames = load_structures(comm, args.structures, args.file_format)
+    frames = load_structures(comm, args.structures, args.file_format, types=getattr(args, "types", None))
     rows = []
     if saved.target == "S_f":
-        ref = load_structures(comm, [args.reference], args.file_format)[0][1] if args.reference else None
+        ref = load_structures(comm, [args.reference], args.file_format, types=getattr(args, "types", None))[0][1] if args.reference else None
         outputs = []
         for label, atoms in frames:
             reference = ref if ref is not None else primitive_reference(perfect_bcc_reference(atoms, label))

@@ -17,7 +17,42 @@ from .errors import InputError
 MIN_DISTANCE = 0.5
 
 
-def read_structures(path: str | os.PathLike, index: str | int = ":", format: str | None = None):
+#: ASE formats whose atoms carry LAMMPS type numbers that ``types`` maps to elements
+LAMMPS_FORMATS = ("lammps-data", "lammps-dump-text")
+
+
+def parse_types(text: str | Sequence[str] | None) -> list[str] | None:
+    """``"Fe,Cr"`` or ``["Fe", "Cr"]`` → ``["Fe", "Cr"]`` (LAMMPS type i+1 is element i);
+    unknown element symbols are an :class:`InputError`."""
+    from ase.data import atomic_numbers
+
+    if text is None or text == []:
+        return None
+    names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text)]
+    bad = [t for t in names if t not in atomic_numbers]
+    if bad or not names:
+        raise InputError(f"--types {text!r}: {bad[0] if bad else 'empty'} is not an element symbol "
+                         "(give one symbol per LAMMPS type, e.g. --types Fe,Cr)")
+    return names
+
+
+def _type_mapping_options(fmt: str | None, path: str, types: list[str] | None) -> dict:
+    """ASE reader options that name LAMMPS type i+1 as ``types[i]`` (masses then from the
+    element, unless the file has a Masses section)."""
+    if types is None:
+        return {}
+    from ase.data import atomic_numbers
+
+    if fmt == "lammps-data":
+        return {"Z_of_type": {i + 1: atomic_numbers[t] for i, t in enumerate(types)}}
+    if fmt == "lammps-dump-text":
+        return {"specorder": list(types)}
+    raise InputError(f"{path}: --types applies to LAMMPS data and dump files (this one is read as "
+                     f"{fmt or 'a format with element names'}; use --format)")
+
+
+def read_structures(path: str | os.PathLike, index: str | int = ":", format: str | None = None,
+                    types: Sequence[str] | None = None):
     """Read every frame of ``path`` with ASE; any failure becomes an :class:`InputError`.
 
     Parameters
@@ -25,6 +60,8 @@ def read_structures(path: str | os.PathLike, index: str | int = ":", format: str
     path : a file ASE can read (extxyz, LAMMPS data/dump, POSCAR, CIF, ...).
     index : ASE frame selection; ``":"`` reads all frames.
     format : ASE format name when it cannot be guessed from the suffix (e.g. ``lammps-data``).
+    types : element of each LAMMPS atom type, in type order (``["Fe"]``: type 1 is Fe), for
+        LAMMPS data files without a Masses section and dumps with a ``type`` column only.
 
     Returns
     -------
@@ -38,8 +75,9 @@ def read_structures(path: str | os.PathLike, index: str | int = ":", format: str
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory, not a structure file")
     fmt = format or _guess_format(path)
+    options = _type_mapping_options(fmt, path, parse_types(types))
     try:
-        frames = ase.io.read(path, index=index, format=fmt, parallel=False)
+        frames = ase.io.read(path, index=index, format=fmt, parallel=False, **options)
     except Exception as exc:  # ASE raises many types for unreadable files
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot read structure ({detail})") from exc
@@ -49,7 +87,18 @@ def read_structures(path: str | os.PathLike, index: str | int = ":", format: str
         raise InputError(f"{path}: no structure found in file")
     for atoms in frames:
         atoms.info.setdefault("source", path)
+        if types is not None and "masses" not in atoms.arrays:
+            atoms.set_masses(None)  # from the elements
+        if types is not None:
+            _check_types_cover(atoms, path, len(parse_types(types)))
     return frames
+
+
+def _check_types_cover(atoms, path: str, n_types: int) -> None:
+    """Every atom got an element (a type beyond the list stays a bare number)."""
+    if "type" in atoms.arrays and atoms.arrays["type"].max() > n_types:
+        raise InputError(f"{path}: LAMMPS type {int(atoms.arrays['type'].max())} has no element in --types "
+                         f"({n_types} given)")
 
 
 def _guess_format(path: str) -> str | None:

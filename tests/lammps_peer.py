@@ -37,6 +37,8 @@ thermo_style custom pe pxx pyy pzz pxy pxz pyz
 import time
 t0 = time.perf_counter()
 lmp.command('run 0')
+if req.get('minimize'):
+    lmp.commands_string(req['minimize'])
 if req.get('compute'):
     computed = np.array(lmp.numpy.extract_compute(req['compute'], 1, 2))  # computes run lazily, here
 run_seconds = time.perf_counter() - t0
@@ -49,6 +51,8 @@ out = {'energy': lmp.get_thermo('pe'), 'forces': f[order].tolist(), 'pressure_ba
        'run_seconds': run_seconds}
 if req.get('compute'):
     out['compute'] = computed[order].tolist()
+if req.get('minimize'):
+    out['positions'] = np.array(lmp.numpy.extract_atom('x')[:n])[order].tolist()
 print(json.dumps(out))
 """
 
@@ -85,10 +89,6 @@ def energy_forces(atoms, pair_style: str, pair_file: str, elements, tmpdir) -> d
                 "pair_coeff": f"* * {pair_file} {' '.join(elements)}"})
 
 
-if __name__ == "__main__":  # pragma: no cover
-    print(available(), file=sys.stderr)
-
-
 def sna_atom(atoms, rcut: float, twojmax: int, rfac0: float, tmpdir, with_time: bool = False):
     """LAMMPS ``compute sna/atom`` (bzeroflag 0, switchflag 1, rmin0 0) of a one-species cell;
     with ``with_time`` also the wall time of LAMMPS's ``run 0`` (neighbour list + compute), s."""
@@ -102,3 +102,21 @@ def sna_atom(atoms, rcut: float, twojmax: int, rfac0: float, tmpdir, with_time: 
     res = run({"data": data, "pair_style": f"zero {rcut + 0.5}", "pair_coeff": "* *", "extra": extra,
                "compute": "b"})
     return (res["compute"], res["run_seconds"]) if with_time else res["compute"]
+
+
+def minimise(atoms, pair_style: str, pair_file: str, elements, tmpdir, ftol: float = 1e-10):
+    """``atoms`` relaxed at fixed cell by LAMMPS (conjugate gradients to a force norm below
+    ``ftol`` eV/Å): a structure made by another code."""
+    import ase.io
+
+    data = os.path.join(str(tmpdir), "min.data")
+    ase.io.write(data, atoms, format="lammps-data", specorder=list(elements), masses=True)
+    res = run({"data": data, "pair_style": pair_style, "pair_coeff": f"* * {pair_file} {' '.join(elements)}",
+               "minimize": f"min_style cg\nmin_modify line quadratic\nminimize 0 {ftol} 100000 1000000"})
+    out = atoms.copy()
+    out.positions = res["positions"]
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(available(), file=sys.stderr)

@@ -238,3 +238,35 @@ def test_potentials_returns_under_mpiexec(args, code):
         assert proc.stdout.count('"sha256"') == 1
     if code:
         assert proc.stderr.count("hpcvib: error:") == 1
+
+
+def test_lammps_files_with_types_only(tmp_path):
+    """A dump written by LAMMPS (type column only) and a data file without Masses, read with
+    --types Fe, give the S_f of the extxyz route (was: read as hydrogen and refused)."""
+    import lammps_peer
+    from hpcvib.potentials import data_file
+
+    atoms = relaxed_fe_vacancy(4)
+    ref = tmp_path / "vac.extxyz"
+    ase.io.write(ref, atoms)
+    data = tmp_path / "vac.data"
+    ase.io.write(data, atoms, format="lammps-data", masses=False)
+    assert "Masses" not in data.read_text()
+    files = [data]
+    if lammps_peer.available():
+        dump = tmp_path / "vac.dump"
+        lammps_peer.run({"data": str(data), "pair_style": "eam/fs",
+                         "pair_coeff": f"* * {data_file('Fe_mm.eam.fs')} Fe",
+                         "extra": f"mass 1 55.845\nwrite_dump all custom {dump} id type x y z modify sort id format float %.17g"})
+        assert "type x y z" in dump.read_text()
+        files.append(dump)
+    expected = json.loads(run("thermo", ref, "-p", "Fe_mm", "--reference", "auto", "--json").stdout)["S_f_kB"]
+    for path in files:
+        bad = run("thermo", path, "-p", "Fe_mm", "--json", check=False)
+        assert bad.returncode == 2 and "not in potential" in bad.stderr
+        out = json.loads(run("thermo", path, "-p", "Fe_mm", "--types", "Fe", "--reference", "auto", "--json").stdout)
+        assert abs(out["S_f_kB"] - expected) < 1e-6, path
+    wrong = run("thermo", ref, "-p", "Fe_mm", "--types", "Fe", check=False)
+    assert wrong.returncode == 2 and "--types applies to LAMMPS" in wrong.stderr
+    unknown = run("thermo", data, "-p", "Fe_mm", "--types", "Xx", check=False)
+    assert unknown.returncode == 2 and "not an element symbol" in unknown.stderr
