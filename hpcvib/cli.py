@@ -299,7 +299,8 @@ def _formation_entropy(comm, pot, label, atoms, res, args, cache):
     from .errors import InputError
     from .parallel import root_only
     from .parallel import collective_call
-    from .thermo import analyse_perfect_bcc, analyse_structure, formation_entropy, perfect_bcc_reference
+    from .thermo import (analyse_perfect_bcc, analyse_structure, formation_energy, formation_entropy,
+                         perfect_bcc_reference)
 
     if args.reference == "auto":
         key = ("auto", tuple(np.round(np.asarray(atoms.get_cell()).ravel(), 8)), atoms.get_chemical_symbols()[0])
@@ -328,7 +329,7 @@ def _formation_entropy(comm, pot, label, atoms, res, args, cache):
     return {"S_f_kB": s_f, "S_f_convention": convention,
             "reference": {"structure": ref.label, "n_atoms": ref.n_atoms, "ln_det_prime": ref.ln_det_prime,
                           "energy_eV": ref.energy, "method": ref.factorisation["solver"]},
-            "E_f_eV": res.energy - res.n_atoms / ref.n_atoms * ref.energy}
+            "E_f_eV": formation_energy(res.energy, res.n_atoms, ref.energy, ref.n_atoms)}
 
 
 def _spectrum(comm, dh, res, args, label):

@@ -36,7 +36,7 @@ def run_demo(comm, n: int = 8, potential: str = "Fe_mm", temperatures=(300.0, 60
     """Run the demo on ``comm`` and return its results (also logged)."""
     from .potentials import load_potential
     from .saddle import neb_saddle
-    from .thermo import analyse_structure, formation_entropy, htst_rate, ln_attack_frequency
+    from .thermo import analyse_structure, formation_energy, formation_entropy, htst_rate, ln_attack_frequency
 
     log = get_logger("demo")
     pot = load_potential(potential)
@@ -55,7 +55,7 @@ def run_demo(comm, n: int = 8, potential: str = "Fe_mm", temperatures=(300.0, 60
     barrier = sad.energy - vac.energy
     return {
         "cell": f"bcc Fe ({n} a0)^3, {bulk.n_atoms} sites", "potential": pot.name, "ranks": comm.size,
-        "E_f_eV": vac.energy - vac.n_atoms / bulk.n_atoms * bulk.energy,
+        "E_f_eV": formation_energy(vac.energy, vac.n_atoms, bulk.energy, bulk.n_atoms),
         "S_f_kB": s_f, "S_f_convention": conv,
         "kinds": {"perfect": bulk.kind, "vacancy": vac.kind, "saddle": sad.kind},
         "delta_E_eV": barrier, "lambda_neg": lam, "ln_nu_THz": ln_nu, "nu_THz": float(np.exp(ln_nu)),

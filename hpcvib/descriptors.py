@@ -401,6 +401,13 @@ class DescriptorSums:
     per_atom: np.ndarray | None = None
 
 
+def descriptor_excess(defect: DescriptorSums, bulk_D: np.ndarray, bulk_DD: np.ndarray, n_bulk: int) -> tuple:
+    """(ΔD, ΔDD): the sums of a defect cell of N' atoms minus (N'/N_b) times those of the
+    perfect cell of N_b atoms at the same strain (the features of Eq. 14 and 17, THEORY §6)."""
+    ratio = defect.n_atoms / n_bulk
+    return defect.D - ratio * np.asarray(bulk_D), defect.DD - ratio * np.asarray(bulk_DD)
+
+
 def descriptor_sums(comm, atoms, settings: DescriptorSettings, keep_per_atom: bool = False) -> DescriptorSums:
     """D and DD of ``atoms``, each rank computing the atoms it owns (spatial blocks), reduced
     with allreduce so every rank holds the sums. ``keep_per_atom`` gathers D^i (N × K, atom

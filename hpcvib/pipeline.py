@@ -421,7 +421,7 @@ class Pipeline:
                                  int(rel.attrs["pinned_atom"]), {}, {"solver": "relax-stage factor"})
 
     def _thermo_task(self, group, key) -> None:
-        from .thermo import formation_entropy, vibrational_entropy
+        from .thermo import formation_energy, formation_entropy, vibrational_entropy
 
         t = time.perf_counter()
         rel = root_only(group, self.db.read_record, "configs", key, "relax")
@@ -443,7 +443,8 @@ class Pipeline:
         if ref is not None and attrs["status"] == "ok":
             n, nb = res.n_atoms, int(ref.attrs["n_atoms"])
             s_f, conv = formation_entropy(res.ln_det_prime, n, ref.attrs["ln_det_prime"], nb)
-            attrs.update(S_f_kB=s_f, S_f_convention=conv, E_f_eV=res.energy - n / nb * ref.attrs["energy_eV"])
+            attrs.update(S_f_kB=s_f, S_f_convention=conv,
+                         E_f_eV=formation_energy(res.energy, n, ref.attrs["energy_eV"], nb))
         temperature = float(self.job["thermo"]["temperature"])
         if temperature > 0 and attrs["status"] == "ok":
             attrs["S_vib_kB"] = vibrational_entropy(res.ln_det_prime, res.n_atoms, temperature)
@@ -489,7 +490,7 @@ class Pipeline:
         self._write(group, Record("references", strain_key(strain), "descriptors", attrs, {"D": sums.D, "DD": sums.DD}))
 
     def _descriptor_task(self, group, key) -> None:
-        from .descriptors import descriptor_sums
+        from .descriptors import descriptor_excess, descriptor_sums
 
         t = time.perf_counter()
         settings = self.descriptor_settings()
@@ -499,8 +500,8 @@ class Pipeline:
         data = {"D": sums.D, "DD": sums.DD}
         if self.has_perfect_reference:
             ref = root_only(group, self.db.read_record, "references", strain_key(strain), "descriptors")
-            ratio = sums.n_atoms / ref.attrs["n_atoms"]
-            data.update(dD=sums.D - ratio * ref.data["D"], dDD=sums.DD - ratio * ref.data["DD"])
+            d_d, d_dd = descriptor_excess(sums, ref.data["D"], ref.data["DD"], int(ref.attrs["n_atoms"]))
+            data.update(dD=d_d, dDD=d_dd)
         if sums.per_atom is not None:
             data["per_atom"] = sums.per_atom
         attrs = {"status": "ok", "strain": strain, "settings": settings.as_dict(), "seconds": time.perf_counter() - t,

@@ -52,15 +52,15 @@ def per_atom_contributions(model, per_atom: np.ndarray, D_bulk: np.ndarray, n_bu
 
 def predict_entropy(comm, saved, atoms, reference, settings, per_atom: bool = False) -> dict:
     """S_f ± std of one cell (and per-atom contributions when asked, linear model only)."""
-    from .descriptors import descriptor_sums
+    from .descriptors import descriptor_excess, descriptor_sums
     from .models import entropy_features
 
     t = time.perf_counter()
     keep = per_atom and saved.kind == "linear"
     d = descriptor_sums(comm, atoms, settings, keep_per_atom=keep)
     b = descriptor_sums(comm, reference, settings)
-    ratio = len(atoms) / len(reference)
-    X = entropy_features(d.D - ratio * b.D, (d.DD - ratio * b.DD)[None] if saved.kind == "eqml" else None)
+    d_d, d_dd = descriptor_excess(d, b.D, b.DD, b.n_atoms)
+    X = entropy_features(d_d, d_dd[None] if saved.kind == "eqml" else None)
     mean, std = saved.model.predict(X, return_std=True)
     out = {"target": "S_f", "prediction": float(mean[0]), "std": float(std[0]), "n_atoms": len(atoms),
            "S_f_kB": float(mean[0]), "S_f_std_kB": float(std[0]), "seconds": time.perf_counter() - t}

@@ -178,6 +178,11 @@ def mumps_solve(mat, rhs_local: np.ndarray) -> np.ndarray:
         ksp.destroy()
 
 
+def stationary_point_kind(n_negative: int) -> str:
+    """The kind of a stationary point from its inertia (number of negative eigenvalues of D)."""
+    return {0: "minimum", 1: "saddle"}.get(int(n_negative), "higher-order saddle")
+
+
 @dataclass
 class PseudoDeterminant:
     """ln det'(D) (D in eV/(Å² amu)) of a periodic cell and the inertia of D."""
@@ -189,7 +194,7 @@ class PseudoDeterminant:
 
     @property
     def kind(self) -> str:
-        return {0: "minimum", 1: "saddle"}.get(self.n_negative, "higher-order saddle")
+        return stationary_point_kind(self.n_negative)
 
 
 def choose_pinned_atom(masses: np.ndarray) -> int:

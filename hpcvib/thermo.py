@@ -50,6 +50,12 @@ def formation_entropy(ln_det_defect: float, n_defect: int, ln_det_bulk: float, n
     return float(s_f), f"Eq19(T={temperature:g}K)"
 
 
+def formation_energy(energy_defect: float, n_defect: int, energy_bulk: float, n_bulk: int) -> float:
+    """E_f (eV) of a defect cell of N' atoms against a perfect cell of N_b atoms at the same
+    strain: E_f = E_d − (N'/N_b) E_b (the energy counterpart of Eq. 20)."""
+    return float(energy_defect - n_defect / n_bulk * energy_bulk)
+
+
 def ln_attack_frequency(ln_det_minimum: float, ln_abs_det_saddle: float, lambda_negative: float) -> float:
     """Vineyard ln(ν*/1 THz) (Eq. 24–25) from ln det'(D_m), ln|det'(D_s)| and the negative
     eigenvalue λ_neg of D_s (eV/(Å² amu)):
@@ -125,7 +131,9 @@ class StructureAnalysis:
 
     @property
     def kind(self) -> str:
-        return {0: "minimum", 1: "saddle"}.get(self.n_negative, "higher-order saddle")
+        from .spectral import stationary_point_kind
+
+        return stationary_point_kind(self.n_negative)
 
     def to_dict(self) -> dict:
         return {"structure": self.label, "n_atoms": self.n_atoms, "energy_eV": self.energy,
