@@ -12,7 +12,8 @@ Built-in names:
     J. Non-Cryst. Solids 282, 248 (2001): λ = 31.5, ε = 1.64833 eV.
 
 Any path is accepted too: ``*.eam.fs``/``*.fs`` (eam/fs), ``*.eam.alloy``/``*.alloy``/``*.setfl``
-(eam/alloy), ``*.sw`` (Stillinger–Weber).
+(eam/alloy), ``*.sw`` (Stillinger–Weber); and any ASE calculator as ``python:MODULE:FACTORY`` or
+``python:FILE.py:FACTORY`` (:mod:`hpcvib.potentials.ase_calculator`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import numpy as np
 
 from ..errors import InputError
 from .base import BlockRows, Evaluation, Potential
+from .ase_calculator import PREFIX as PYTHON_PREFIX
+from .ase_calculator import CalculatorPotential
 from .eam import EAM
 from .sw import SI_ORIGINAL, SI_VINK, StillingerWeber
 
@@ -45,6 +48,8 @@ def data_file(name: str) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _load_cached(spec: str, mtime: float) -> Potential:
+    if spec.startswith(PYTHON_PREFIX):
+        return CalculatorPotential(spec)
     if spec == "Fe_mm":
         return EAM(data_file("Fe_mm.eam.fs"), style="fs", name="Fe_mm", citation=BUILTIN["Fe_mm"])
     if spec == "Si_sw":
@@ -69,6 +74,9 @@ def load_potential(spec: str | Potential) -> Potential:
     if isinstance(spec, Potential):
         return spec
     spec = os.fspath(spec)
+    if spec.startswith(PYTHON_PREFIX):
+        where = spec[len(PYTHON_PREFIX):].rsplit(":", 1)[0]
+        return _load_cached(spec, os.path.getmtime(where) if os.path.exists(where) else 0.0)
     if spec not in BUILTIN and not os.path.exists(spec):
         if os.path.splitext(spec)[1] or os.sep in spec:
             raise InputError(f"{spec}: potential file not found")
