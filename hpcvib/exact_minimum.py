@@ -233,15 +233,25 @@ def relax_to_minimum(atoms, potential, fmax: float = 1e-6, switch_fmax: float = 
     result = relax_exact(atoms, potential, fmax, switch_fmax, fire_steps, chord)
     if result.n_negative == 0 or escape_seed is None:
         return result
+    return escape_saddle(result, atoms, potential, escape_seed, fmax, switch_fmax, fire_steps)
+
+
+def escape_saddle(result: ExactMinimum, start, potential, seed, fmax: float = 1e-6, switch_fmax: float = 1e-2,
+                  fire_steps: int = 20000) -> ExactMinimum:
+    """Push a relaxation that ended on a saddle (``result``) off it and relax again: the atoms
+    within :data:`ESCAPE_RADIUS` of the atom that moved most from ``start`` get a Gaussian
+    displacement of :data:`ESCAPE_DISPLACEMENT` (generator seeded by ``seed``). The returned
+    counts add both relaxations and ``escaped`` = 1."""
     from .structures import minimum_image
 
-    rng = np.random.default_rng(escape_seed)
-    moved = np.linalg.norm(minimum_image(result.atoms.positions - atoms.positions, atoms.get_cell()), axis=1)
+    rng = np.random.default_rng(seed)
+    cell = start.get_cell()
+    moved = np.linalg.norm(minimum_image(result.atoms.positions - start.positions, cell), axis=1)
     centre = result.atoms.positions[int(np.argmax(moved))]
-    near = np.linalg.norm(minimum_image(result.atoms.positions - centre, atoms.get_cell()), axis=1) <= ESCAPE_RADIUS
-    start = result.atoms.copy()
-    start.positions[near] += rng.normal(0.0, ESCAPE_DISPLACEMENT, size=(int(near.sum()), 3))
-    second = relax_exact(start, potential, fmax, switch_fmax, fire_steps)
+    near = np.linalg.norm(minimum_image(result.atoms.positions - centre, cell), axis=1) <= ESCAPE_RADIUS
+    pushed = result.atoms.copy()
+    pushed.positions[near] += rng.normal(0.0, ESCAPE_DISPLACEMENT, size=(int(near.sum()), 3))
+    second = relax_exact(pushed, potential, fmax, switch_fmax, fire_steps)
     for key, v in result.counts.items():
         second.counts[key] = second.counts.get(key, 0) + v
     second.counts["escaped"] = 1

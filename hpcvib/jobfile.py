@@ -146,8 +146,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                       "auto: 'exact' for cells small enough for a dense factorisation (FIRE, then "
                       "Newton/chord steps whose last Cholesky factor gives the inertia and ln det'), "
                       "else FIRE + L-BFGS and a separate factorisation"),
-        "escape_saddles": Key(bool, False, doc="exact route: a relaxation that ends on a saddle (symmetric "
-                              "start) is pushed off it by a seeded 0.05 Å displacement and relaxed again"),
+        "escape_saddles": Key(bool, False, doc="exact route: a relaxation that ends on a saddle (a symmetric "
+                              "start, or a strained copy whose minimum became unstable) is pushed off it by a "
+                              "seeded 0.05 Å displacement and relaxed again (record: escaped_saddle = 1)"),
         "switch_fmax": Key((float, int), 1e-2, _positive, "eV/Å: FIRE hands over to Newton steps here"),
         "duplicate_energy_tol": Key((float, int), 1e-4, _positive, "eV"),
         "duplicate_fingerprint_tol": Key((float, int), 1e-3, _positive, "Å"),

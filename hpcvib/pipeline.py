@@ -220,11 +220,12 @@ class Pipeline:
         factorisation at the converged configuration gives the inertia and ln det' at no extra
         cost (:mod:`hpcvib.exact_minimum`); ``chord`` is a factor from a neighbouring strain.
         Otherwise FIRE + L-BFGS; the inertia is then computed by the caller."""
-        from .exact_minimum import newton_minimum, relax_to_minimum
+        from .exact_minimum import escape_saddle, newton_minimum, relax_to_minimum
         from .saddle import relax
 
         r = self.job["relax"]
         t = time.perf_counter()
+        escape = escape_seed if r["escape_saddles"] else None
         try:
             if group is not None and self._exact_route(atoms, group):
                 res = None
@@ -235,7 +236,9 @@ class Pipeline:
                         res = None
                 if res is None:
                     res = relax_to_minimum(atoms, self.pot, r["fmax"], r["switch_fmax"], r["max_steps"],
-                                           escape_seed=escape_seed if r["escape_saddles"] else None)
+                                           escape_seed=escape)
+                elif res.n_negative and escape is not None:  # chord steps converged onto a saddle
+                    res = escape_saddle(res, atoms, self.pot, escape, r["fmax"], r["switch_fmax"], r["max_steps"])
                 attrs = {"status": "ok", "energy_eV": res.energy, "max_force_eV_A": res.max_force,
                          "n_negative": res.n_negative, "pinned_atom": res.pinned_atom, "method": "exact",
                          "factorisations": res.counts["factorisations"], "force_calls": res.counts["force_calls"],
@@ -303,7 +306,8 @@ class Pipeline:
                     previous, previous_strain, chord = unstrained, 0.0, parent_factor
                 start = apply_isotropic_strain(previous, (1.0 + strain) / (1.0 + previous_strain) - 1.0)
                 attrs = dict(gen.attrs, key=key, parent=parent, strain=strain, variant=gen.attrs["variant"])
-                atoms, rattrs, factor = self._relax(start, group, chord)
+                seed = [int(self.job["job"]["seed"]), zlib.crc32(key.encode())]
+                atoms, rattrs, factor = self._relax(start, group, chord, escape_seed=seed)
                 rec = self._relax_record(key, attrs, atoms, rattrs, strain)
                 rec.attrs["ranks"] = group.size
                 records.append(Record("configs", key, "generate", dict(attrs, ranks=group.size),
