@@ -22,6 +22,7 @@ import numpy as np
 from .log import get_logger
 from .parallel import collective_call
 from .partition import spatial_partition
+from .petsc_env import log_event
 from .potentials import BlockRows, Potential, load_potential
 
 
@@ -118,6 +119,10 @@ class DistributedHessian:
         from .petsc_env import init_petsc
 
         PETSc = init_petsc()
+        with log_event("hpcvibPetscMatrix"):
+            return self._build_petsc_matrix(PETSc, mass_weighted, symmetric, exclude_atom)
+
+    def _build_petsc_matrix(self, PETSc, mass_weighted, symmetric, exclude_atom):
         indptr, jcol, vals = self.local_csr(mass_weighted, upper=symmetric, exclude_atom=exclude_atom)
         nloc = 3 * (len(indptr) - 1)
         nglob = self.n_dof - (3 if exclude_atom is not None else 0)
@@ -170,7 +175,8 @@ def assemble_hessian(comm, atoms, potential: Potential | str) -> DistributedHess
     log = get_logger("hessian")
     pot = collective_call(comm, load_potential, potential)
     layout = distribute_atoms(comm, atoms)
-    rows = collective_call(comm, pot.hessian_rows, atoms, layout.owned)
+    with log_event("hpcvibHessianRows"):
+        rows = collective_call(comm, pot.hessian_rows, atoms, layout.owned)
     nnzb = comm.allreduce(rows.nnz_blocks)
     log.info("Hessian of %d atoms on %d rank(s): %d blocks (%.1f per row), %.2f GB",
              len(atoms), comm.size, nnzb, nnzb / max(len(atoms), 1), nnzb * 72 / 1e9)

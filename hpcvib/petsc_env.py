@@ -10,6 +10,7 @@ modules that need them: structures, potentials and descriptors work without PETS
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import sys
@@ -103,3 +104,25 @@ def finalize_collectively(comm) -> None:
         slepc._finalize()
     petsc._pre_finalize()
     petsc._finalize()
+
+
+_EVENTS: dict = {}
+
+
+@contextlib.contextmanager
+def log_event(name: str):
+    """A PETSc log event around a phase of hpcvib (``-log_view`` then lists hpcvib's assembly,
+    factorisation and eigensolve times beside PETSc's own); a no-op while PETSc is not
+    initialised (dense and CHOLMOD routes never start it). Not collective."""
+    petsc = sys.modules.get("petsc4py.PETSc")
+    if petsc is None:
+        yield
+        return
+    event = _EVENTS.get(name)
+    if event is None:
+        event = _EVENTS[name] = petsc.Log.Event(name)
+    event.begin()
+    try:
+        yield
+    finally:
+        event.end()

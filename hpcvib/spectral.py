@@ -25,6 +25,7 @@ from . import cholmod
 from .constants import PAPER_EIGENVALUE_TOL
 from .errors import ConvergenceError, HpcvibError
 from .log import get_logger
+from .petsc_env import log_event
 
 #: MUMPS ICNTL(7) codes of the fill-reducing orderings (Debian's MUMPS has no METIS/SCOTCH).
 ORDERINGS = {"amd": 0, "amf": 2, "scotch": 3, "pord": 4, "metis": 5, "qamd": 6, "auto": 7}
@@ -117,7 +118,8 @@ def mumps_logdet(mat, ordering: str = DEFAULT_ORDERING, keep_factors: bool = Fal
         F = pc.getFactorMatrix()
         t0 = time.perf_counter()
         try:
-            pc.setUp()
+            with log_event("hpcvibFactorisation"):
+                pc.setUp()
         except PETSc.Error as exc:
             raise HpcvibError(f"MUMPS factorisation failed: INFOG(1)={F.getMumpsInfog(1)}, "
                               f"INFOG(2)={F.getMumpsInfog(2)} ({exc})") from exc
@@ -356,7 +358,8 @@ def _krylov_schur(dh, D, sigma: float, nev: int, ncv: int, tol: float, max_it: i
         for v in vs:
             v.destroy()
     eps.setFromOptions()
-    eps.solve()
+    with log_event("hpcvibEigensolve"):
+        eps.solve()
     return eps
 
 
@@ -529,7 +532,8 @@ def full_spectrum(dh, method: str = "auto", tol: float = 1e-10) -> np.ndarray:
             if D.comm.getSize() > 1:
                 eps.setKrylovSchurPartitions(D.comm.getSize())
             eps.setFromOptions()
-            eps.solve()
+            with log_event("hpcvibSpectrumSlicing"):
+                eps.solve()
             nconv = eps.getConverged()
             vals = np.sort([eps.getEigenvalue(i).real for i in range(nconv)])
         finally:
