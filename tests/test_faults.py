@@ -12,16 +12,9 @@ import pytest
 from hpcvib.structures import bcc_supercell
 
 from conftest import fe_a0, serial_only
+from test_cli import HPCVIB, clean_env as _env
 
 pytestmark = serial_only()
-
-HPCVIB = [sys.executable, "-m", "hpcvib.cli"]
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 @pytest.fixture(scope="module")
