@@ -494,6 +494,10 @@ def dense_eigenvalues(dh, root_only_result: bool = False) -> np.ndarray:
 DENSE_LIMIT_DOF = 15000
 
 
+#: the slicing interval is [−‖D‖∞, this × ‖D‖∞]: partition boundaries then avoid λ = 0
+SLICING_UPPER_STRETCH = 1.2
+
+
 def full_spectrum(dh, method: str = "auto", tol: float = 1e-10) -> np.ndarray:
     """All 3N eigenvalues of D (eV/(Å² amu)), ascending, on every rank.
 
@@ -523,7 +527,10 @@ def full_spectrum(dh, method: str = "auto", tol: float = 1e-10) -> np.ndarray:
             eps.setProblemType(SLEPc.EPS.ProblemType.HEP)
             eps.setType(SLEPc.EPS.Type.KRYLOVSCHUR)
             eps.setWhichEigenpairs(SLEPc.EPS.Which.ALL)
-            eps.setInterval(-bound, bound)
+            # asymmetric, so that no partition boundary (equal sub-intervals) falls on 0, where
+            # the three zero modes of a periodic cell sit on either side by round-off ("inconsistent
+            # data" between inertia and eigenvalues found, seen on 2 ranks)
+            eps.setInterval(-bound, SLICING_UPPER_STRETCH * bound)
             eps.setTolerances(tol, 1000)
             st = eps.getST()
             st.setType(SLEPc.ST.Type.SINVERT)
