@@ -3,7 +3,6 @@ Hessian against ASE's own Vibrations (EMT copper) and against the analytic Hessi
 built-in driven through the ASE calculator adapter."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from hpcvib.spectral import log_pseudo_determinant
 from hpcvib.structures import bcc_supercell
 
 from conftest import fe_a0, serial_only
+from test_cli import clean_env
 
 pytestmark = serial_only()
 
@@ -102,7 +102,7 @@ def test_cli_thermo_with_a_python_potential(copper_vacancy, tmp_path):
     path = tmp_path / "cu.extxyz"
     ase.io.write(path, copper_vacancy)
     module = _module(tmp_path, "emt_cu.py", EMT_MODULE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
+    env = clean_env()
     proc = subprocess.run([sys.executable, "-m", "hpcvib.cli", "thermo", str(path), "-p", f"python:{module}:calculator",
                            "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

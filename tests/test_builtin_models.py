@@ -3,9 +3,7 @@ conjugate gradients): the prediction must agree with the exact S_f of the same c
 factorisation route) within the model's stated uncertainty."""
 
 import json
-import os
 import subprocess
-import sys
 
 import ase.io
 import numpy as np
@@ -16,17 +14,9 @@ from hpcvib.defects import build_defect, dumbbell_clusters, DefectSpec, site_sha
 from hpcvib.models import builtin_models
 
 from conftest import fe_a0, serial_only
+from test_cli import HPCVIB, clean_env as _env
 
 pytestmark = [serial_only(), pytest.mark.skipif(not lammps_peer.available(), reason="LAMMPS peer not installed")]
-
-HPCVIB = [sys.executable, "-m", "hpcvib.cli"]
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
 
 def _cells():
     """A divacancy (2nd shell), a <110> di-interstitial and a vacancy tetramer, 1024-site cells,

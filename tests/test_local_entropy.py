@@ -2,7 +2,6 @@
 the analytic projector weight, the far-field bulk value, and the CLI output."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ from hpcvib.structures import bcc_supercell, minimum_image
 from hpcvib.thermo import analyse_perfect_bcc, formation_entropy, vibrational_entropy
 
 from conftest import fe_a0, fe_vacancy_saddle, serial_only
+from test_cli import clean_env
 
 POT = load_potential("Fe_mm")
 pytestmark = serial_only()
@@ -70,7 +70,7 @@ def test_thermo_local_writes_per_atom_arrays(tmp_path):
     path = tmp_path / "vac.extxyz"
     ase.io.write(path, atoms)
     out = tmp_path / "local.extxyz"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
+    env = clean_env()
     proc = subprocess.run([sys.executable, "-m", "hpcvib.cli", "thermo", str(path), "-p", "Fe_mm", "--reference",
                            "auto", "-t", "300", "--local", "-o", str(out), "--json"], capture_output=True, text=True,
                           env=env, timeout=300)
