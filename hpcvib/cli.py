@@ -704,6 +704,9 @@ class FitCommand:
         parser.add_argument("--model", action="append", choices=["linear", "eqml"],
                             help="model (repeatable; default linear and eqml)")
         parser.add_argument("--splits", type=int, default=100, help="random splits per test fraction (default 100)")
+        parser.add_argument("--per-strain", action="store_true",
+                            help="one S_f model per strain class of the data (interpolated in strain between "
+                                 "classes when predicting)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("-o", "--output", default="models", help="output directory (default models/)")
         parser.add_argument("--json", action="store_true", help="print errors and learning curves as JSON")
@@ -713,14 +716,19 @@ class FitCommand:
         from .database import Database
         from .training import fit_database
 
+        if args.splits < 1:
+            from .errors import InputError
+
+            raise InputError(f"--splits {args.splits}: need at least one split per test fraction")
         if args.database.endswith(".npz"):
             from .training import fit_table
 
-            res = fit_table(comm, args.database, args.output, n_splits=args.splits, seed=args.seed)
+            res = fit_table(comm, args.database, args.output, n_splits=args.splits, seed=args.seed,
+                            per_strain=args.per_strain)
         else:
             res = fit_database(comm, Database(args.database), tuple(args.target or ("S_f", "ln_nu", "dE")),
                                tuple(args.model or ("linear", "eqml")), args.output, n_splits=args.splits,
-                               seed=args.seed)
+                               seed=args.seed, per_strain=args.per_strain)
         if args.json:
             emit_json(comm, {k: {kk: v[kk] for kk in ("n_samples", "n_features", "fit_rmse", "fit_mae",
                                                       "learning_curve", "model_file")} for k, v in res.items()})

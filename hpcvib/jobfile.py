@@ -188,6 +188,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "models": Key(list, ["linear", "eqml"], _one_of("linear", "eqml"), "models fitted to S_f"),
         "test_fractions": Key(list, [0.1, 0.3, 0.5, 0.7, 0.9], _fractions, "learning-curve test fractions"),
         "splits": Key(int, 100, _positive, "random splits per test fraction"),
+        "per_strain": Key(bool, False, doc="one S_f model per strain class (interpolated between classes)"),
         "output": Key(str, "models", doc="directory for saved models"),
     },
     "report": {

@@ -276,11 +276,171 @@ class EQMLModel(RegressorMixin, BaseEstimator):
         return m
 
 
+#: strains (fractional) closer than this are one strain class
+STRAIN_CLASS_RESOLUTION = 1e-4
+#: how far (fractional strain) a prediction may lie outside the outermost trained strain class
+STRAIN_EXTRAPOLATION = 0.0025
+
+
+def isotropic_strain(volume_per_atom: float, volume_per_atom0: float) -> float:
+    """ε = (Ω/Ω0)^(1/3) − 1: the isotropic strain of a host whose volume per lattice site is Ω
+    (Å³) against the unstrained Ω0 (for bcc, Ω0 = a0³/2)."""
+    return float((volume_per_atom / volume_per_atom0) ** (1.0 / 3.0) - 1.0)
+
+
+class StrainClassModel(RegressorMixin, BaseEstimator):
+    """One model of kind ``base`` per strain class of the training data (the paper's database
+    has five: −1, 0, 1, 2, 3 %), for a potential whose perfect-crystal spectrum changes with
+    strain in a way one set of weights cannot follow (Fe_mm: ln det' of the perfect cell is not
+    monotonic in strain).
+
+    The last column of ``X`` is the strain ε of each row (:func:`isotropic_strain`); the other
+    columns are the base model's features. A row whose strain falls between two trained classes
+    is predicted by linear interpolation in ε of the two class models (mean and standard
+    deviation); beyond the outermost fitted class it takes that class's model (a class with
+    fewer than two training rows — possible in a learning-curve split — is served by its fitted
+    neighbours). :meth:`check_strain` refuses a new cell farther than :data:`STRAIN_EXTRAPOLATION`
+    outside the training data's strains.
+
+    Parameters
+    ----------
+    base : str
+        Model of each class: ``"linear"`` or ``"eqml"``.
+    target : str
+        Target name (:data:`TARGETS`).
+    pops : bool
+        Fit POPS misspecification uncertainties in every class.
+    volume_per_atom0 : float
+        Ω0, Å³ per lattice site of the unstrained host, stored so that a prediction can state
+        the strain of a new cell.
+    """
+
+    def __init__(self, base: str = "linear", target: str = "S_f", pops: bool = False,
+                 volume_per_atom0: float = 0.0):
+        self.base = base
+        self.target = target
+        self.pops = pops
+        self.volume_per_atom0 = volume_per_atom0
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=float).ravel()
+        classes = np.round(X[:, -1] / STRAIN_CLASS_RESOLUTION) * STRAIN_CLASS_RESOLUTION
+        strains, models = [], []
+        for value in np.unique(classes):
+            sel = classes == value
+            if sel.sum() < 2:
+                continue
+            strains.append(float(value))
+            models.append(make_model(self.base, self.target, self.pops).fit(X[sel, :-1], y[sel]))
+        if not models:
+            raise InputError("no strain class has two training rows")
+        self.strain_range_ = (float(classes.min()), float(classes.max()))
+        self.strains_ = np.array(strains)
+        self.models_ = models
+        self.n_features_in_ = X.shape[1]
+        self.effective_parameters_ = float(sum(effective_parameters(m) for m in models))
+        return self
+
+    def check_strain(self, strain: float, source: str) -> None:
+        """Refuse a strain farther than :data:`STRAIN_EXTRAPOLATION` outside the training data."""
+        lo, hi = self.strain_range_
+        if not lo - STRAIN_EXTRAPOLATION - STRAIN_CLASS_RESOLUTION <= strain \
+                <= hi + STRAIN_EXTRAPOLATION + STRAIN_CLASS_RESOLUTION:
+            raise InputError(f"{source}: strain {100 * strain:+.3f} % is outside the model's strain classes "
+                             f"({100 * lo:+.2f} … {100 * hi:+.2f} %)")
+
+    def class_weights(self, strain) -> np.ndarray:
+        """(n, n_classes) interpolation weights of each class model for strains ``strain``
+        (fractional), clamped to the outermost fitted classes."""
+        strain = np.atleast_1d(np.asarray(strain, dtype=float))
+        s = self.strains_
+        clipped = np.clip(strain, s[0], s[-1])
+        w = np.zeros((len(strain), len(s)))
+        for i, e in enumerate(clipped):
+            j = int(np.searchsorted(s, e))
+            if j == 0 or abs(s[min(j, len(s) - 1)] - e) <= STRAIN_CLASS_RESOLUTION:
+                w[i, min(j, len(s) - 1)] = 1.0
+                continue
+            t = (e - s[j - 1]) / (s[j] - s[j - 1])
+            w[i, j - 1], w[i, j] = 1.0 - t, t
+        return w
+
+    def predict(self, X, return_std: bool = False, uncertainty: str = "bayes"):
+        X = np.asarray(X, dtype=float)
+        X = X.reshape(1, -1) if X.ndim == 1 else X
+        if X.shape[1] != self.n_features_in_:
+            raise InputError(f"model expects {self.n_features_in_} features (the last one the strain), "
+                             f"got {X.shape[1]}")
+        w = self.class_weights(X[:, -1])
+        means, stds = np.zeros_like(w), np.zeros_like(w)
+        for c, model in enumerate(self.models_):
+            rows = w[:, c] > 0
+            if not rows.any():
+                continue
+            if return_std:
+                means[rows, c], stds[rows, c] = model.predict(X[rows, :-1], return_std=True, uncertainty=uncertainty)
+            else:
+                means[rows, c] = model.predict(X[rows, :-1])
+        mean = (w * means).sum(axis=1)
+        return (mean, (w * stds).sum(axis=1)) if return_std else mean
+
+    def coef_at(self, strain: float) -> np.ndarray:
+        """Weights of the (interpolated) class model at ``strain``."""
+        w = self.class_weights([strain])[0]
+        return sum(wc * m.coef_ for wc, m in zip(w, self.models_) if wc > 0)
+
+    def diagnostics(self, X) -> dict:
+        """The base models' diagnostics per strain class (EQML only)."""
+        classes = np.round(X[:, -1] / STRAIN_CLASS_RESOLUTION) * STRAIN_CLASS_RESOLUTION
+        return {f"{100 * s:+.2f}%": m.diagnostics(X[np.isclose(classes, s), :-1])
+                for s, m in zip(self.strains_, self.models_) if hasattr(m, "diagnostics")}
+
+    def state(self) -> dict:
+        return {"class": "StrainClassModel", "params": self.get_params(), "strains_": self.strains_.tolist(),
+                "strain_range_": list(self.strain_range_),
+                "n_features_in_": self.n_features_in_, "models_": [m.state() for m in self.models_]}
+
+    @classmethod
+    def from_state(cls, state: dict):
+        m = cls(**state["params"])
+        m.strains_ = np.asarray(state["strains_"], dtype=float)
+        m.strain_range_ = tuple(float(v) for v in state["strain_range_"])
+        m.n_features_in_ = int(state["n_features_in_"])
+        m.models_ = [model_from_state(s) for s in state["models_"]]
+        m.effective_parameters_ = float(sum(effective_parameters(x) for x in m.models_))
+        return m
+
+
+def effective_parameters(model) -> float:
+    """MacKay's number of well-determined parameters of a fitted model (EQML: its first step)."""
+    if hasattr(model, "linear_"):
+        return model.linear_.effective_parameters_
+    return model.effective_parameters_
+
+
+def model_from_state(state: dict):
+    """A fitted estimator from its :meth:`state` dictionary."""
+    classes = {"BayesianLinearModel": BayesianLinearModel, "EQMLModel": EQMLModel,
+               "StrainClassModel": StrainClassModel}
+    if state.get("class") not in classes:
+        raise InputError(f"unknown model class {state.get('class')!r}")
+    return classes[state["class"]].from_state(state)
+
+
 MODELS = {"linear": BayesianLinearModel, "eqml": EQMLModel}
 TARGETS = {"S_f": "formation entropy S_f (k_B)", "ln_nu": "ln(ν*/1 THz)", "dE": "barrier ΔE (eV)"}
 
 
-def make_model(name: str, target: str, pops: bool = False):
+def make_model(name: str, target: str, pops: bool = False, per_strain: bool = False,
+               volume_per_atom0: float = 0.0):
+    """A fresh estimator ``name`` for ``target``; with ``per_strain``, one per strain class
+    (:class:`StrainClassModel`, the design matrix's last column is the strain)."""
+    if per_strain:
+        make_model(name, target)  # validates the names
+        if not volume_per_atom0 > 0:
+            raise InputError("per-strain models need the unstrained volume per atom of the host (a lattice)")
+        return StrainClassModel(name, target, pops, volume_per_atom0)
     if name not in MODELS:
         raise InputError(f"unknown model {name!r} (use {', '.join(MODELS)})")
     if target not in TARGETS:
@@ -310,7 +470,9 @@ def learning_curve(comm, make, X, y, test_fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n
 
     Split (f, s) uses the permutation of ``default_rng([seed, f, s])``, whichever rank runs it;
     splits are dealt round-robin over ``comm`` and gathered, so the result is identical on any
-    number of ranks. ``make()`` returns a fresh estimator. Collective over ``comm``.
+    number of ranks. ``make()`` returns a fresh estimator. A split whose training rows cannot be
+    fitted (:class:`InputError`, e.g. a per-strain model without two rows in any class) counts as
+    NaN. Collective over ``comm``.
     """
     from .parallel import collective_call
 
@@ -326,7 +488,11 @@ def learning_curve(comm, make, X, y, test_fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n
             perm = np.random.default_rng([seed, fi, s]).permutation(n)
             n_test = min(max(1, int(round(test_fractions[fi] * n))), n - 2)
             test, train = perm[:n_test], perm[n_test:]
-            model = make().fit(X[train], y[train])
+            try:
+                model = make().fit(X[train], y[train])
+            except InputError:  # e.g. no strain class with two rows in a tiny training set
+                out.append((idx,) + (float("nan"),) * 4)
+                continue
             p_train, p_test = model.predict(X[train]), model.predict(X[test])
             out.append((idx, rmse(y[train], p_train), mae(y[train], p_train), rmse(y[test], p_test), mae(y[test], p_test)))
         return out
@@ -395,6 +561,8 @@ class SavedModel:
         def encode(obj):
             if isinstance(obj, dict):
                 return {k: encode(v) for k, v in obj.items()}
+            if isinstance(obj, (list, tuple)):
+                return [encode(v) for v in obj]
             if isinstance(obj, np.ndarray):
                 return {"__array__": obj.tolist(), "shape": list(obj.shape)}
             if isinstance(obj, np.generic):
@@ -416,6 +584,8 @@ class SavedModel:
                 if "__array__" in obj:
                     return np.asarray(obj["__array__"], dtype=float).reshape(obj["shape"])
                 return {k: decode(v) for k, v in obj.items()}
+            if isinstance(obj, list):
+                return [decode(v) for v in obj]
             return obj
 
         path = resolve_model(path)
@@ -432,7 +602,7 @@ class SavedModel:
         if doc.get("format") != "hpcvib-model-1":
             raise InputError(f"{path}: not an hpcvib model file")
         state = decode(doc["state"])
-        model = {"BayesianLinearModel": BayesianLinearModel, "EQMLModel": EQMLModel}[state["class"]].from_state(state)
+        model = model_from_state(state)
         return cls(model, doc["target"], doc["kind"], doc["descriptor_settings"], doc["potential"],
                    doc["potential_sha256"], decode(doc["summary"]))
 

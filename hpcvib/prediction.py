@@ -45,12 +45,24 @@ def primitive_reference(reference, reps: int = 2):
     return small
 
 
-def per_atom_contributions(model, per_atom: np.ndarray, D_bulk: np.ndarray, n_bulk: int) -> np.ndarray:
-    """w·(D^i − D_b/N_b) per atom for the linear S_f model: they sum to w·ΔD."""
-    return (per_atom - D_bulk / n_bulk) @ model.coef_
+def per_atom_contributions(coef: np.ndarray, per_atom: np.ndarray, D_bulk: np.ndarray, n_bulk: int) -> np.ndarray:
+    """w·(D^i − D_b/N_b) per atom for the linear S_f model with weights ``coef``: they sum to w·ΔD."""
+    return (per_atom - D_bulk / n_bulk) @ coef
 
 
-def predict_entropy(comm, saved, atoms, reference, settings, per_atom: bool = False) -> dict:
+def host_strain(model, reference) -> float | None:
+    """Isotropic strain of the perfect ``reference`` cell against the unstrained host of a
+    per-strain model (:class:`~hpcvib.models.StrainClassModel`); None for other models."""
+    from .models import isotropic_strain
+
+    v0 = getattr(model, "volume_per_atom0", None)
+    if v0 is None:
+        return None
+    return isotropic_strain(abs(reference.get_volume()) / len(reference), v0)
+
+
+def predict_entropy(comm, saved, atoms, reference, settings, per_atom: bool = False,
+                    source: str = "<structure>") -> dict:
     """S_f ± std of one cell (and per-atom contributions when asked, linear model only)."""
     from .descriptors import descriptor_excess, descriptor_sums
     from .models import entropy_features
@@ -61,18 +73,26 @@ def predict_entropy(comm, saved, atoms, reference, settings, per_atom: bool = Fa
     b = descriptor_sums(comm, reference, settings)
     d_d, d_dd = descriptor_excess(d, b.D, b.DD, b.n_atoms)
     X = entropy_features(d_d, d_dd[None] if saved.kind == "eqml" else None)
+    strain = host_strain(saved.model, reference)
+    if strain is not None:
+        saved.model.check_strain(strain, source)
+        X = np.hstack([X, [[strain]]])
     mean, std = saved.model.predict(X, return_std=True)
     out = {"target": "S_f", "prediction": float(mean[0]), "std": float(std[0]), "n_atoms": len(atoms),
            "S_f_kB": float(mean[0]), "S_f_std_kB": float(std[0]), "seconds": time.perf_counter() - t}
+    if strain is not None:
+        out["strain"] = strain
     if _has_pops(saved.model):
         out["S_f_std_pops_kB"] = float(saved.model.predict(X, return_std=True, uncertainty="pops")[1][0])
     if keep:
-        out["per_atom"] = per_atom_contributions(saved.model, d.per_atom, b.D, len(reference))
+        coef = saved.model.coef_ if strain is None else saved.model.coef_at(strain)
+        out["per_atom"] = per_atom_contributions(coef, d.per_atom, b.D, len(reference))
     return out
 
 
 def _has_pops(model) -> bool:
     """Whether a fitted model carries POPS misspecification uncertainties."""
+    model = getattr(model, "models_", [model])[0]
     inner = getattr(model, "quadratic_", model)
     return getattr(inner, "pops_sigma_", np.zeros((0, 0))).size > 0
 
@@ -111,7 +131,7 @@ def predict_structures(comm, args) -> list[dict]:
         outputs = []
         for label, atoms in frames:
             reference = ref if ref is not None else primitive_reference(perfect_bcc_reference(atoms, label))
-            res = predict_entropy(comm, saved, atoms, reference, settings, per_atom=bool(args.output))
+            res = predict_entropy(comm, saved, atoms, reference, settings, per_atom=bool(args.output), source=label)
             if "per_atom" in res:
                 a = atoms.copy()
                 a.arrays["S_f_atom"] = res.pop("per_atom")

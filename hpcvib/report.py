@@ -208,11 +208,16 @@ def _fit_diagnostics_lines(s: dict) -> list:
     if s.get("rows_below_features"):
         out.append(f"**Warning**: {s['n_samples']} training rows for {s['n_features']} features — the prior, "
                    "not the data, sets most weights.")
-    d = s.get("diagnostics")
-    if d:
-        out.append(f"EQML second step: noise precision α₂ = {d['second_step_alpha']:.4g}, weight precision "
-                   f"λ₂ = {d['second_step_lambda']:.4g}, {d['effective_parameters_second_step']:.1f} effective "
-                   f"parameters; max |EQML − linear| on the data = {d['max_abs_eqml_minus_linear']:.4f}.")
+    if s.get("per_strain"):
+        out.append("One model per strain class (a prediction between classes interpolates linearly in strain); "
+                   "effective weights summed over the classes.")
+    d = s.get("diagnostics") or {}
+    per_class = d.items() if d and "second_step_alpha" not in d else ([("", d)] if d else [])
+    for label, c in per_class:
+        out.append(f"EQML second step{' at ' + label if label else ''}: noise precision α₂ = "
+                   f"{c['second_step_alpha']:.4g}, weight precision λ₂ = {c['second_step_lambda']:.4g}, "
+                   f"{c['effective_parameters_second_step']:.1f} effective parameters; max |EQML − linear| on the "
+                   f"data = {c['max_abs_eqml_minus_linear']:.4f}.")
     return out + [""]
 
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from .errors import InputError
 from .log import get_logger
-from .models import (SavedModel, entropy_features, event_features, learning_curve, make_model, mae, rmse)
+from .models import (SavedModel, effective_parameters, entropy_features, event_features, learning_curve,
+                     make_model, mae, rmse)
 from .parallel import root_only
 
 
@@ -40,7 +41,16 @@ def entropy_dataset(db) -> dict:
     if not keys:
         raise InputError(f"{db.path}: no configuration has both exact S_f and descriptors yet")
     return {"keys": keys, "dD": np.array(dD), "dDD": np.array(dDD), "y": np.array(y), "kinds": kinds,
-            "strains": np.array(strains), "E_f": np.array(e_f), "settings": settings}
+            "strains": np.array(strains), "E_f": np.array(e_f), "settings": settings,
+            "volume_per_atom0": host_volume_per_atom(db.provenance())}
+
+
+def host_volume_per_atom(provenance: dict) -> float:
+    """Ω0 (Å³ per lattice site) of the unstrained host of a database: a0³/2 for bcc, 0 for a
+    host without a lattice (amorphous)."""
+    lattice = provenance.get("parameters", {}).get("system", {}).get("lattice", "bcc")
+    a0 = float(provenance.get("a0") or 0.0)
+    return a0 ** 3 / 2.0 if lattice == "bcc" and a0 > 0 else 0.0
 
 
 #: format tag of the compact training table (:func:`write_training_table`)
@@ -57,7 +67,8 @@ def write_training_table(db, path: str) -> dict:
     data = entropy_dataset(db)
     prov = db.provenance()
     meta = {"format": TABLE_FORMAT, "settings": data["settings"], "potential": prov.get("potential"),
-            "potential_sha256": prov.get("potential_sha256"), "database": os.path.basename(db.path)}
+            "potential_sha256": prov.get("potential_sha256"), "database": os.path.basename(db.path),
+            "volume_per_atom0": data["volume_per_atom0"]}
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, keys=np.array(data["keys"]), family=np.array(data["kinds"]),
@@ -74,7 +85,8 @@ def read_training_table(path: str) -> tuple:
             if meta.get("format") != TABLE_FORMAT:
                 raise InputError(f"{path}: not an hpcvib training table")
             data = {"keys": z["keys"].tolist(), "kinds": z["family"].tolist(), "strains": z["strain"],
-                    "E_f": z["E_f_eV"], "y": z["S_f_kB"], "dD": z["dD"], "settings": meta["settings"]}
+                    "E_f": z["E_f_eV"], "y": z["S_f_kB"], "dD": z["dD"], "settings": meta["settings"],
+                    "volume_per_atom0": float(meta.get("volume_per_atom0", 0.0))}
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: cannot read training table ({exc})") from None
     return data, meta
@@ -101,10 +113,22 @@ def event_dataset(db, target: str) -> dict:
             "delta_E": de, "settings": settings}
 
 
-def design_matrix(data: dict, model: str) -> np.ndarray:
-    if "X" in data:
-        return data["X"]
-    return entropy_features(data["dD"], data["dDD"] if model == "eqml" else None)
+def design_matrix(data: dict, model: str, per_strain: bool = False) -> np.ndarray:
+    """Features of ``model`` for the rows of ``data``; with ``per_strain`` the strain of each
+    row is appended as the last column (:class:`~hpcvib.models.StrainClassModel`)."""
+    X = data["X"] if "X" in data else entropy_features(data["dD"], data["dDD"] if model == "eqml" else None)
+    return np.hstack([X, np.asarray(data["strains"], dtype=float)[:, None]]) if per_strain else X
+
+
+def model_factory(data: dict, target: str, model_name: str, per_strain: bool = False):
+    """``make(pops=False)`` returning a fresh estimator of this fit."""
+    v0 = float(data.get("volume_per_atom0", 0.0))
+
+    def make(pops: bool = False):
+        return make_model(model_name, target, pops=pops, per_strain=per_strain, volume_per_atom0=v0)
+
+    make(False)  # refuse a per-strain fit without a lattice before any work
+    return make
 
 
 #: test fraction of the calibration / per-class error splits (the paper's headline p = 0.1)
@@ -132,11 +156,13 @@ def _coverage(err, std) -> dict:
             "mean_std": float(std.mean())}
 
 
-def calibration(data: dict, target: str, model_name: str, seed: int, n_splits: int = CALIBRATION_SPLITS) -> dict:
+def calibration(data: dict, target: str, model_name: str, seed: int, n_splits: int = CALIBRATION_SPLITS,
+                per_strain: bool = False) -> dict:
     """Held-out errors at p = 0.1 over ``n_splits`` seeded splits — overall, by strain class and
     by family — with the coverage of the Bayesian and the POPS predictive standard deviations;
     and one held-out-family split per family (train on all other families)."""
-    X, y = design_matrix(data, model_name), data["y"]
+    X, y = design_matrix(data, model_name, per_strain), data["y"]
+    make = model_factory(data, target, model_name, per_strain)
     families = np.asarray(data.get("kinds", ["?"] * len(y)))
     strains = np.round(np.asarray(data.get("strains", np.zeros(len(y)))) * 100).astype(int)
     pred, std_b, std_p, truth, fam, strain = [], [], [], [], [], []
@@ -144,7 +170,7 @@ def calibration(data: dict, target: str, model_name: str, seed: int, n_splits: i
         perm = np.random.default_rng([seed, 7, s]).permutation(len(y))
         n_test = max(1, int(round(CALIBRATION_TEST_FRACTION * len(y))))
         test, train = perm[:n_test], perm[n_test:]
-        model = make_model(model_name, target, pops=True).fit(X[train], y[train])
+        model = make(pops=True).fit(X[train], y[train])
         m, sb = model.predict(X[test], return_std=True)
         _, sp = model.predict(X[test], return_std=True, uncertainty="pops")
         pred.append(m), std_b.append(sb), std_p.append(sp), truth.append(y[test])
@@ -162,7 +188,7 @@ def calibration(data: dict, target: str, model_name: str, seed: int, n_splits: i
         test = families == family
         if test.sum() < 2 or (~test).sum() < X.shape[1] // 4 + 2:
             continue
-        model = make_model(model_name, target, pops=True).fit(X[~test], y[~test])
+        model = make(pops=True).fit(X[~test], y[~test])
         m, sb = model.predict(X[test], return_std=True)
         _, sp = model.predict(X[test], return_std=True, uncertainty="pops")
         held[family] = {"n": int(test.sum()), "test_rmse": rmse(y[test], m), "test_mae": mae(y[test], m),
@@ -171,40 +197,46 @@ def calibration(data: dict, target: str, model_name: str, seed: int, n_splits: i
     return out
 
 
-def fit_one(comm, data: dict, target: str, model_name: str, fractions, n_splits: int, seed: int) -> tuple:
+def fit_one(comm, data: dict, target: str, model_name: str, fractions, n_splits: int, seed: int,
+            per_strain: bool = False) -> tuple:
     """Fit on all data (with POPS uncertainties), learning curve, calibration at p = 0.1 and
-    held-out families, one 80/20 split for parity plots. Collective."""
+    held-out families, one 80/20 split for parity plots; ``per_strain``: one model per strain
+    class. Collective."""
     log = get_logger("fit")
-    X, y = design_matrix(data, model_name), data["y"]
+    X, y = design_matrix(data, model_name, per_strain), data["y"]
+    make = model_factory(data, target, model_name, per_strain)
     if len(y) < X.shape[1]:
         log.warning("fit %s/%s: %d training rows for %d features — the weights are not determined by the "
                     "data (the prior decides); add configurations", target, model_name, len(y), X.shape[1])
-    model = make_model(model_name, target, pops=len(y) > 2).fit(X, y)
+    model = make(pops=len(y) > 2).fit(X, y)
     pred, std = model.predict(X, return_std=True)
-    curve = learning_curve(comm, lambda: make_model(model_name, target), X, y, fractions, n_splits, seed)
+    curve = learning_curve(comm, make, X, y, fractions, n_splits, seed)
     perm = np.random.default_rng([seed, PARITY_SPLIT_STREAM]).permutation(len(y))
     n_test = min(max(1, int(round(0.2 * len(y)))), len(y) - 2)  # at least two training rows
     test, train = perm[:n_test], perm[n_test:]
-    split_model = make_model(model_name, target).fit(X[train], y[train])
+    split_model = make().fit(X[train], y[train])
     split_pred = split_model.predict(X)
-    summary = {"target": target, "model": model_name, "n_samples": int(len(y)), "n_features": int(X.shape[1]),
+    summary = {"target": target, "model": model_name, "per_strain": per_strain, "n_samples": int(len(y)), "n_features": int(X.shape[1]),
                "fit_rmse": rmse(y, pred), "fit_mae": mae(y, pred), "mean_predicted_std": float(std.mean()),
                "split": {"train": train.tolist(), "test": test.tolist(),
                          "test_rmse": rmse(y[test], split_pred[test]), "train_rmse": rmse(y[train], split_pred[train])},
                "learning_curve": curve, "y": y.tolist(), "prediction_all_data": pred.tolist(),
                "prediction_split": split_pred.tolist(), "keys": data["keys"],
-               "effective_parameters": (model.linear_ if model_name == "eqml" else model).effective_parameters_,
+               "effective_parameters": effective_parameters(model),
                "rows_below_features": bool(len(y) < X.shape[1])}
     if model_name == "eqml":
         summary["diagnostics"] = model.diagnostics(X)
     if len(y) >= 20:
-        summary["calibration"] = root_only(comm, calibration, data, target, model_name, seed)
+        summary["calibration"] = root_only(comm, calibration, data, target, model_name, seed,
+                                           per_strain=per_strain)
     return model, summary
 
 
 def fit_database(comm, db, targets=("S_f",), models=("linear", "eqml"), output: str = "models",
-                 fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n_splits: int = 100, seed: int = 0) -> dict:
-    """Fit every (target, model) the database supports; save models and ``fit.json``. Collective."""
+                 fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n_splits: int = 100, seed: int = 0,
+                 per_strain: bool = False) -> dict:
+    """Fit every (target, model) the database supports; save models and ``fit.json``.
+    ``per_strain``: S_f models are one model per strain class (event models are not). Collective."""
     log = get_logger("fit")
     prov = root_only(comm, db.provenance)
     results = {}
@@ -220,7 +252,8 @@ def fit_database(comm, db, targets=("S_f",), models=("linear", "eqml"), output: 
             if name == "eqml" and len(data["y"]) < 10:
                 log.info("fit %s/eqml: skipped (%d samples)", target, len(data["y"]))
                 continue
-            model, summary = fit_one(comm, data, target, name, fractions, n_splits, seed)
+            model, summary = fit_one(comm, data, target, name, fractions, n_splits, seed,
+                                     per_strain=per_strain and target == "S_f")
             log.info("fit %s/%s: %d samples, %d features, fit RMSE %.4f, learning-curve test RMSE at p=%.1f: %.4f",
                      target, name, summary["n_samples"], summary["n_features"], summary["fit_rmse"],
                      summary["learning_curve"][0]["test_fraction"], summary["learning_curve"][0]["test_rmse"])
@@ -238,11 +271,11 @@ def fit_database(comm, db, targets=("S_f",), models=("linear", "eqml"), output: 
 
 
 def fit_table(comm, path: str, output: str = "models", fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n_splits: int = 100,
-              seed: int = 0) -> dict:
+              seed: int = 0, per_strain: bool = False) -> dict:
     """The linear S_f model refitted from a training table (:func:`write_training_table`):
     the same fit, learning curve and calibration as from the database. Collective."""
     data, meta = root_only(comm, read_training_table, path)
-    model, summary = fit_one(comm, data, "S_f", "linear", fractions, n_splits, seed)
+    model, summary = fit_one(comm, data, "S_f", "linear", fractions, n_splits, seed, per_strain=per_strain)
     saved = SavedModel(model, "S_f", "linear", data["settings"], meta.get("potential"), meta.get("potential_sha256"),
                        {k: summary[k] for k in ("n_samples", "fit_rmse", "fit_mae")})
     out = os.path.join(output, "S_f_linear.json")
@@ -266,4 +299,4 @@ def fit_database_models(comm, db, job, potential) -> dict:
     """The job's [fit] stage."""
     f = job["fit"]
     return fit_database(comm, db, ("S_f", "ln_nu", "dE"), f["models"], f["output"], f["test_fractions"],
-                        f["splits"], job["job"]["seed"])
+                        f["splits"], job["job"]["seed"], per_strain=f["per_strain"])

@@ -133,3 +133,68 @@ def test_evidence_maximisation_reproduces_scikit_learn(n, p, intercept):
     assert np.isclose(ours.alpha_, ref.alpha_, rtol=1e-6) and np.isclose(ours.lambda_, ref.lambda_, rtol=1e-6)
     assert np.allclose(ours.coef_, ref.coef_, rtol=1e-6, atol=1e-9)
     assert np.allclose(ours.predict(X), ref.predict(X), rtol=1e-7, atol=1e-8)
+
+
+def _two_strain_classes(n=120, k=5):
+    """Rows at ε = 0 and ε = 0.02 with different exact linear laws; last column the strain."""
+    D, _ = _synthetic(n=2 * n, k=k, seed=5)
+    w0, w2 = np.arange(1.0, k + 1), -0.5 * np.arange(1.0, k + 1) + 0.3
+    strain = np.repeat([0.0, 0.02], n)
+    y = np.where(strain == 0.0, D @ w0, D @ w2)
+    return np.hstack([D, strain[:, None]]), y, w0, w2
+
+
+def test_per_strain_model_is_one_independent_model_per_class_and_interpolates():
+    """Independent route: each class's model is the plain Bayesian ridge fitted to that class
+    alone; between classes the prediction is the linear interpolation of the two in ε."""
+    from hpcvib.models import StrainClassModel, make_model
+
+    X, y, w0, w2 = _two_strain_classes()
+    model = make_model("linear", "S_f", per_strain=True, volume_per_atom0=11.64).fit(X, y)
+    assert isinstance(model, StrainClassModel) and np.allclose(model.strains_, [0.0, 0.02])
+    alone0 = BayesianLinearModel().fit(X[:120, :-1], y[:120])
+    alone2 = BayesianLinearModel().fit(X[120:, :-1], y[120:])
+    assert np.allclose(model.coef_at(0.0), w0, rtol=1e-6) and np.allclose(model.coef_at(0.02), w2, rtol=1e-6)
+    x = X[:3, :-1]
+    mid = np.hstack([x, np.full((3, 1), 0.005)])  # a quarter of the way from 0 to 2 %
+    m, s = model.predict(mid, return_std=True)
+    m0, s0 = alone0.predict(x, return_std=True)
+    m2, s2 = alone2.predict(x, return_std=True)
+    assert np.allclose(m, 0.75 * m0 + 0.25 * m2, rtol=1e-12) and np.allclose(s, 0.75 * s0 + 0.25 * s2, rtol=1e-12)
+    assert rmse(y, model.predict(X)) < 1e-6 * np.abs(y).max()
+    assert np.allclose(model.predict(np.hstack([x, np.full((3, 1), 0.03)])), m2, rtol=1e-12)  # clamped
+    model.check_strain(0.0215, "cell.xyz")
+    with pytest.raises(InputError, match="cell.xyz: strain \\+3.000 % is outside the model's strain classes"):
+        model.check_strain(0.03, "cell.xyz")
+    with pytest.raises(InputError, match="volume per atom"):
+        make_model("linear", "S_f", per_strain=True)
+
+
+def test_per_strain_model_round_trip(tmp_path):
+    from hpcvib.models import make_model
+
+    X, y, _, _ = _two_strain_classes(n=60)
+    model = make_model("eqml", "S_f", per_strain=True, volume_per_atom0=11.64)
+    D = X[:, :-1]
+    DD = np.einsum("ni,nj->nij", D, D)
+    XE = np.hstack([entropy_features(D, DD), X[:, -1:]])
+    model.fit(XE, y + 0.1 * D[:, 0] ** 2)
+    path = str(tmp_path / f"s{MPI.COMM_WORLD.rank}.json.gz")
+    SavedModel(model, "S_f", "eqml", {}, "Fe_mm", "abc").save(path)
+    back = SavedModel.load(path).model
+    assert back.volume_per_atom0 == 11.64
+    assert np.array_equal(back.predict(XE, return_std=True)[1], model.predict(XE, return_std=True)[1])
+    assert back.effective_parameters_ == model.effective_parameters_
+
+
+def test_host_strain_of_a_strained_bcc_cell_is_the_strain_it_was_built_with():
+    """Analytic: a cell built with a = a0 (1 + ε) has Ω = a³/2, so (Ω/Ω0)^(1/3) − 1 = ε."""
+    from hpcvib.models import StrainClassModel
+    from hpcvib.prediction import host_strain
+    from hpcvib.structures import bcc_supercell
+
+    a0 = 2.8553
+    model = StrainClassModel(volume_per_atom0=a0 ** 3 / 2)
+    for eps in (-0.01, 0.0, 0.013, 0.03):
+        assert abs(host_strain(model, bcc_supercell(3, a0, "Fe", strain=eps)) - eps) < 1e-12
+    assert host_strain(BayesianLinearModel(), bcc_supercell(3, a0, "Fe")) is None

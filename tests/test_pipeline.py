@@ -290,6 +290,35 @@ def test_status_export_fit_predict_report(serial_db, tmp_path):
     assert os.path.getsize(tmp_path / "report" / "parity_S_f_linear.png") > 10000
 
 
+@serial_only()
+def test_per_strain_fit_from_the_table_and_prediction_at_a_strain(serial_db, tmp_path):
+    """`export -o T.npz` then `fit T.npz --per-strain`: one linear model per strain class of the
+    database (0 and 2 %); `predict` on a strained configuration states its strain (from the cell,
+    against the database's a0) and equals that class's model applied to the database's own ΔD."""
+    import ase.io
+
+    from hpcvib.models import SavedModel
+
+    db = serial_db.path
+    run("export", db, "-o", tmp_path / "t.npz")
+    models = tmp_path / "models"
+    fit = json.loads(run("fit", tmp_path / "t.npz", "--per-strain", "--splits", "3", "-o", models,
+                         "--json").stdout)
+    assert fit["S_f/linear"]["n_samples"] == json.loads(run("status", db, "--json").stdout)["counts"]["thermo"]["ok"]
+    saved = SavedModel.load(str(models / "S_f_linear.json"))
+    assert np.allclose(saved.model.strains_, [0.0, 0.02])
+    assert np.isclose(saved.model.volume_per_atom0, serial_db.provenance()["a0"] ** 3 / 2, rtol=1e-14)
+    key = next(k for k in serial_db.read("configs") if k.startswith("V2-s000-v00@"))
+    rec = serial_db.read_record("configs", key, "relax")
+    ase.io.write(tmp_path / "v2.extxyz", atoms_from_record(rec))
+    out = json.loads(run("predict", models / "S_f_linear.json", tmp_path / "v2.extxyz", "--json").stdout)
+    assert abs(out["strain"] - 0.02) < 1e-7  # extxyz keeps the cell to 1e-8 Å
+    dD = serial_db.read_record("configs", key, "descriptors").data["dD"]
+    assert np.isclose(out["prediction"], saved.model.models_[1].predict(dD[None])[0], rtol=1e-7)
+    bad = run("fit", tmp_path / "t.npz", "--splits", "0", check=False)
+    assert bad.returncode == 2 and "--splits 0" in bad.stderr
+
+
 def test_small_perfect_reference_gives_the_same_excess(comm):
     """ΔD, ΔDD against a 2×2×2 perfect cell equal those against the full-size perfect cell."""
     from hpcvib.descriptors import DescriptorSettings, descriptor_sums
