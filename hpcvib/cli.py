@@ -18,7 +18,9 @@ import time
 import numpy as np
 
 from . import __version__
+from .batches import ItemFailures
 from .parallel import collective_call
+from .structures import load_structures
 
 
 # ------------------------------------------------------------------------------------------
@@ -50,31 +52,11 @@ def add_format_argument(parser):
                              "type 2 Cr), for data files without Masses and dumps with a type column only")
 
 
-def load_structures(comm, paths, file_format=None, require_periodic=True, types=None):
-    """Read (rank 0) and broadcast every frame of every path/glob; validate each. ``types``:
-    elements of the LAMMPS atom types (:func:`hpcvib.structures.read_structures`).
-
-    Returns a list of (label, atoms)."""
-    from .parallel import root_only
-    from .structures import read_structures, validate
-    import glob
-
-    def read_all():
-        out = []
-        for spec in paths:
-            matches = sorted(glob.glob(spec)) if any(ch in spec for ch in "*?[") else [spec]
-            if not matches:
-                from .errors import InputError
-                raise InputError(f"{spec}: no file matches")
-            for path in matches:
-                frames = read_structures(path, format=file_format, types=types)
-                for k, atoms in enumerate(frames):
-                    label = path if len(frames) == 1 else f"{path}@{k}"
-                    validate(atoms, label, require_periodic=require_periodic)
-                    out.append((label, atoms))
-        return out
-
-    return root_only(comm, read_all)
+def add_keep_going_argument(parser):
+    parser.add_argument("--keep-going", action="store_true",
+                        help="process every good structure and report each bad one with its reason "
+                             "(JSON line with --json) instead of stopping at the first; exit status 3 "
+                             "when some failed")
 
 
 def emit_json(comm, obj, stream=None):
@@ -212,6 +194,7 @@ class ThermoCommand:
                             help="with --local: the structures with per-atom arrays S_local_kB / dS_local_kB (OVITO)")
         add_solver_arguments(parser)
         parser.add_argument("--json", action="store_true", help="one JSON object per structure on stdout")
+        add_keep_going_argument(parser)
         add_format_argument(parser)
 
     @staticmethod
@@ -231,11 +214,14 @@ class ThermoCommand:
         if args.local and args.temperature is None and not args.reference:
             raise InputError("--local needs --temperature (for S_local) or --reference (for dS_local)")
         pot = collective_call(comm, load_potential, args.potential)
-        frames = load_structures(comm, args.structures, args.file_format, types=args.types)
+        failures = ItemFailures(comm, args.keep_going, args.json)
+        frames = failures.good(load_structures(comm, args.structures, args.file_format, types=args.types,
+                                               keep_going=args.keep_going))
         references = {}
         local_frames = []
         expect = "minimum" if args.reference else args.expect
-        for label, atoms in frames:
+
+        def one(label, atoms):
             pot.species_index(atoms, label)
             dh = assemble_hessian(comm, atoms, pot)
             res = analyse_structure(comm, atoms, pot, label, n_modes=args.modes, expect=expect,
@@ -253,12 +239,18 @@ class ThermoCommand:
                 out.update(_spectrum(comm, dh, res, args, label))
             if args.local:
                 out["local"] = _local_entropies(comm, pot, atoms, out, args, local_frames, label)
-            _report(comm, out, args.json)
+            return out
+
+        for label, atoms in frames:
+            out, ok = failures.run(label, lambda: one(label, atoms))
+            if ok:
+                _report(comm, out, args.json)
         if args.output:
             from .parallel import root_only
             from .prediction import _write_extxyz
 
             root_only(comm, _write_extxyz, args.output, local_frames)
+        failures.finish()
 
 
 def _local_entropies(comm, pot, atoms, out, args, frames, label) -> dict:
@@ -386,7 +378,7 @@ def _report(comm, out, as_json):
 class PrefactorCommand:
     """Vineyard attack frequency, barrier and harmonic-TST rate of minimum → saddle events.
 
-    ln(ν*/1 THz) = ½ ln det'(D_m) − ½ (ln|det'(D_s)| − ln|λ_neg|) + ln 15.6333042 (Eq. 24–25),
+    ln(ν*/1 THz) = ½ ln det'(D_m) − ½ (ln|det'(D_s)| − ln|λ_neg|) + ln NU_UNIT_THZ (Eq. 24–25),
     exact from two MUMPS factorisations; λ_neg from SLEPc. ΔE = U(s) − U(m); R = ν* e^{−ΔE/k_BT}
     (Eq. 23). One minimum and one or more saddles (files, globs or multi-frame files).
     """
@@ -400,23 +392,31 @@ class PrefactorCommand:
                             help="temperatures (K) for the rate (default 300)")
         add_solver_arguments(parser)
         parser.add_argument("--json", action="store_true", help="one JSON object per saddle on stdout")
+        add_keep_going_argument(parser)
         add_format_argument(parser)
 
     @staticmethod
     def run(args, comm):
         from .potentials import load_potential
-        from .thermo import analyse_structure, check_same_system, htst_rate, ln_attack_frequency
+        from .thermo import analyse_structure, check_same_system, frequencies_thz, htst_rate, ln_attack_frequency
 
         pot = collective_call(comm, load_potential, args.potential)
+        failures = ItemFailures(comm, args.keep_going, args.json)
         (label_m, atoms_m), = load_structures(comm, [args.minimum], args.file_format, types=args.types)[:1]
-        saddles = load_structures(comm, args.saddles, args.file_format, types=args.types)
-        for label_s, atoms_s in saddles:
-            check_same_system(atoms_m, atoms_s, label_m, label_s)
+        saddles = failures.good(load_structures(comm, args.saddles, args.file_format, types=args.types,
+                                                keep_going=args.keep_going))
         pot.species_index(atoms_m, label_m)
         m = analyse_structure(comm, atoms_m, pot, label_m, expect="minimum", ordering=args.ordering,
                               solver=args.solver)
+
+        def saddle(label_s, atoms_s):
+            check_same_system(atoms_m, atoms_s, label_m, label_s)
+            return analyse_structure(comm, atoms_s, pot, label_s, expect="saddle", ordering=args.ordering)
+
         for label_s, atoms_s in saddles:
-            s = analyse_structure(comm, atoms_s, pot, label_s, expect="saddle", ordering=args.ordering)
+            s, ok = failures.run(label_s, lambda: saddle(label_s, atoms_s))
+            if not ok:
+                continue
             lam = float(s.lowest_eigenvalues[0])
             ln_nu = ln_attack_frequency(m.ln_det_prime, s.ln_det_prime, lam)
             d_e = s.energy - m.energy
@@ -424,7 +424,7 @@ class PrefactorCommand:
             out = {"minimum": label_m, "saddle": label_s, "n_atoms": m.n_atoms, "potential": pot.name,
                    "energy_minimum_eV": m.energy, "energy_saddle_eV": s.energy, "delta_E_eV": d_e,
                    "ln_det_prime_minimum": m.ln_det_prime, "ln_abs_det_prime_saddle": s.ln_det_prime,
-                   "lambda_neg": lam, "nu_imaginary_THz": float(np.sqrt(-lam) * 15.6333042),
+                   "lambda_neg": lam, "nu_imaginary_THz": float(-frequencies_thz(lam)),
                    "ln_nu_THz": ln_nu, "nu_THz": float(np.exp(ln_nu)),
                    "temperatures_K": list(args.temperature), "rate_per_s": rates,
                    "timings_s": {"minimum": m.timings, "saddle": s.timings}}
@@ -434,6 +434,7 @@ class PrefactorCommand:
                 rate_txt = ", ".join(f"R({t:g} K)={r:.4e}/s" for t, r in zip(args.temperature, rates))
                 print(f"{label_s}: ΔE={d_e:.6f} eV, ln(ν*/THz)={ln_nu:.8f}, ν*={np.exp(ln_nu):.6g} THz, "
                       f"λ_neg={lam:.6g} eV/(Å² amu), {rate_txt}", flush=True)
+        failures.finish()
 
 
 class DemoCommand:
@@ -482,6 +483,7 @@ class DescriptorsCommand:
         parser.add_argument("--full", action="store_true", help="LAMMPS's full component list instead of j1 = j2")
         parser.add_argument("-o", "--output", help="output file (.h5 or .npz)")
         parser.add_argument("--json", action="store_true", help="print the sums D (and N) per structure as JSON lines")
+        add_keep_going_argument(parser)
         add_format_argument(parser)
 
     @staticmethod
@@ -495,7 +497,9 @@ class DescriptorsCommand:
         rcut = args.rcut if args.rcut is not None else DEFAULT_RCUT.get(args.potential, 5.0)
         settings = DescriptorSettings(jmax=args.jmax, rcut=rcut, full=args.full)
         settings.twojmax  # validates jmax
-        frames = load_structures(comm, args.structures, args.file_format, types=args.types)
+        failures = ItemFailures(comm, args.keep_going, args.json)
+        frames = failures.good(load_structures(comm, args.structures, args.file_format, types=args.types,
+                                               keep_going=args.keep_going))
         results = compute_many(comm, frames, settings, keep_per_atom=bool(args.output))
         if args.output:
             root_only(comm, write_descriptors, args.output, frames, results, settings)
@@ -503,6 +507,7 @@ class DescriptorsCommand:
             for (label, atoms), res in zip(frames, results):
                 emit_json(comm, {"structure": label, "n_atoms": len(atoms), "settings": settings.as_dict(),
                                  "D": res.D, "DD_trace": float(np.trace(res.DD))})
+        failures.finish()
 
 
 class PotentialsCommand:
@@ -540,6 +545,9 @@ class RunCommand:
         parser.add_argument("job", nargs="?", metavar="JOB.toml")
         parser.add_argument("--database", "-d", help="override [job] database")
         parser.add_argument("--describe", action="store_true", help="print every job-file key and exit")
+        parser.add_argument("--quarantine", action="store_true",
+                            help="move unreadable record files (a failing disk) to DB.h5.d/quarantine/ and "
+                                 "compute their tasks again, instead of stopping with an error")
 
     @staticmethod
     def run(args, comm):
@@ -557,7 +565,7 @@ class RunCommand:
         job = root_only(comm, load_job, args.job)
         from .report import results_table
 
-        pipe = Pipeline(comm, job, args.database)
+        pipe = Pipeline(comm, job, args.database, quarantine=args.quarantine)
         pipe.run()
         fit_dir = job["fit"]["output"] if "fit" in job.stages else None
         text = root_only(comm, lambda: format_summary(summary_rows(pipe.db)) + "\n\n" + results_table(pipe.db, fit_dir))
@@ -756,18 +764,24 @@ class PredictCommand:
         parser.add_argument("--rcut", type=float, help="descriptor cut-off, Å (must match the model's)")
         parser.add_argument("--full", action="store_true", default=None, help="full component set (must match)")
         parser.add_argument("--json", action="store_true", help="one JSON line per prediction")
+        add_keep_going_argument(parser)
         add_format_argument(parser)
 
     @staticmethod
     def run(args, comm):
         from .prediction import predict_structures
 
-        for row in predict_structures(comm, args):
+        failures = ItemFailures(comm, args.keep_going, args.json)
+
+        def show(row):
             if args.json:
                 emit_json(comm, row)
             elif comm.rank == 0:
                 print(f"{row['structure']}: {row['target']} = {row['prediction']:.6g} ± {row['std']:.3g} "
                       f"({row['seconds']:.2f} s)", flush=True)
+
+        predict_structures(comm, args, failures, show)
+        failures.finish()
 
 
 class ReportCommand:
@@ -888,7 +902,7 @@ def main(argv=None) -> int:
         if comm.rank == 0:
             print(f"hpcvib: error: {exc}", file=sys.stderr, flush=True)
         finalize_collectively(comm)  # user errors are raised on every rank
-        return 2
+        return getattr(exc, "exit_status", 2)
     except SearchFailed as exc:
         if comm.rank == 0:
             print(f"hpcvib: {exc}", file=sys.stderr, flush=True)

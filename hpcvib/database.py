@@ -13,14 +13,23 @@ Layout of ``DB.h5``::
 Crash safety without parallel-HDF5 collectives: every record is first written as its own small
 HDF5 file in ``DB.h5.d/`` under a temporary name and renamed into place (atomic on POSIX), by
 whichever rank group produced it — no locks, no collective metadata operations, any number of
-writers. :meth:`Database.merge` folds those record files into a copy of the main file and renames
-the copy over it (rank 0, at the end of each stage). A job killed at any instant therefore leaves
-a readable main file plus complete record files; readers see both (:meth:`Database.read`), and
-rerunning skips every (key, stage) already present.
+writers. :meth:`Database.merge` (rank 0, at the end of each stage) folds those record files into
+a new *segment* ``DB.h5.d/segment-NNNNNN.h5`` written atomically — the main file is never
+rewritten during a run, so a merge needs free space for the new records only (checked before it
+starts). :meth:`Database.compact` folds the segments into the main file (a copy, renamed over it)
+when a run ends with many of them and the disk has room for the copy. A job killed at any
+instant therefore leaves a readable main file, complete segments and complete record files;
+readers see all three, later over earlier (:meth:`Database.read`), and rerunning skips every
+(key, stage) already present.
+
+A record file that cannot be read (a truncated file from a failing disk) is an error naming the
+file; ``Database(path, quarantine=True)`` (``hpcvib run --quarantine``) moves it to
+``DB.h5.d/quarantine/`` instead, so its task is computed again.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -35,6 +44,14 @@ from .fileio import atomic_output
 
 STAGES = ("generate", "relax", "thermo", "descriptors")
 SECTIONS = ("configs", "references", "events")
+#: file-name prefix of merged segments in the pending folder
+SEGMENT_PREFIX = "segment-"
+#: a run that ends with at least this many segments folds them into the main file (room permitting)
+COMPACT_SEGMENTS = 16
+#: free space a merge or compaction needs, as a multiple of the bytes it writes
+FREE_SPACE_MARGIN = 1.25
+#: temporary files of this database older than this (s) are left-overs of a killed writer
+STALE_TEMPORARY_SECONDS = 600.0
 
 
 @dataclass
@@ -97,11 +114,88 @@ def _check_name(name: str) -> str:
 
 
 class Database:
-    """A reference database at ``path`` (HDF5) with its pending-record folder ``path + '.d'``."""
+    """A reference database at ``path`` (HDF5) with its folder ``path + '.d'`` of pending records
+    and merged segments. ``quarantine``: move an unreadable record file aside (and log it)
+    instead of stopping with an error."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, quarantine: bool = False):
         self.path = os.path.abspath(path)
         self.pending_dir = self.path + ".d"
+        self.quarantine = quarantine
+
+    # ---------------------------------------------------------------- files
+    def segments(self) -> list[str]:
+        """Merged segment files, oldest first."""
+        return sorted(glob.glob(os.path.join(self.pending_dir, f"{SEGMENT_PREFIX}*.h5")))
+
+    def _pending(self, section: str = "*", stage: str = "*") -> list[str]:
+        return sorted(glob.glob(os.path.join(self.pending_dir, f"{section}~*~{stage}.h5")))
+
+    def _stored(self) -> list[str]:
+        """The main file and the segments, oldest first (a later file's record wins)."""
+        return [self.path] + self.segments()
+
+    def _open(self, path: str):
+        """``h5py.File(path, "r")``; an unreadable file is an error naming it — or, for a pending
+        record with ``quarantine``, moved aside (returns None)."""
+        import h5py
+
+        try:
+            return h5py.File(path, "r")
+        except OSError as exc:
+            is_record = os.path.dirname(path) == self.pending_dir and "~" in os.path.basename(path)
+            if not (is_record and self.quarantine):
+                hint = "; rerun with --quarantine to move it aside and recompute it" if is_record else ""
+                raise InputError(f"{path}: unreadable database file ({exc}){hint}") from None
+            folder = os.path.join(self.pending_dir, "quarantine")
+            os.makedirs(folder, exist_ok=True)
+            os.replace(path, os.path.join(folder, os.path.basename(path)))
+            from .log import get_logger
+
+            get_logger("database").warning("%s: unreadable record moved to %s (%s); its task will be "
+                                           "computed again", path, folder, exc)
+            return None
+
+    def check_records(self) -> int:
+        """Open every pending record once: an unreadable one is an error naming it, or is
+        quarantined (:meth:`_open`). Returns the number quarantined. Rank 0 only."""
+        bad = 0
+        for p in self._pending():
+            f = self._open(p)
+            if f is None:
+                bad += 1
+            else:
+                f.close()
+        return bad
+
+    def remove_stale_temporaries(self) -> int:
+        """Remove this database's temporary files left by killed writers (older than
+        :data:`STALE_TEMPORARY_SECONDS`); returns the bytes freed. Rank 0 only."""
+        now, freed = time.time(), 0
+        folder = os.path.dirname(self.path)
+        candidates = glob.glob(os.path.join(self.pending_dir, ".tmp-*")) + glob.glob(os.path.join(folder, ".tmp-*.h5"))
+        for p in candidates:
+            try:
+                st = os.stat(p)
+                if now - st.st_mtime > STALE_TEMPORARY_SECONDS:
+                    os.remove(p)
+                    freed += st.st_size
+            except FileNotFoundError:
+                continue
+        if freed:
+            from .log import get_logger
+
+            get_logger("database").warning("removed %.1f MB of temporary files left by an interrupted run",
+                                           freed / 1e6)
+        return freed
+
+    def _require_free(self, nbytes: int, what: str) -> None:
+        """OSError (ENOSPC, naming the database) unless ``nbytes`` × margin are free."""
+        free = shutil.disk_usage(self.pending_dir).free
+        need = int(nbytes * FREE_SPACE_MARGIN)
+        if free < need:
+            raise OSError(errno.ENOSPC, f"{what} needs {need / 1e6:.1f} MB free, {free / 1e6:.1f} MB available "
+                                        "(nothing was changed; free space and rerun)", self.path)
 
     # ---------------------------------------------------------------- writing
     def create(self, provenance: dict) -> None:
@@ -140,30 +234,57 @@ class Database:
         self.write(Record("provenance", f"run-{stamp}-{os.getpid()}", "run", info))
 
     def merge(self) -> int:
-        """Fold pending records into the main file (copy, append, fsync, rename). Rank 0 only.
-        Returns the number of records merged."""
+        """Fold the pending records into a new segment (written atomically; the main file is
+        untouched). Rank 0 only. Returns the number of records merged."""
         import h5py
 
-        pending = sorted(glob.glob(os.path.join(self.pending_dir, "*~*~*.h5")))
+        pending = self._pending()
         if not pending:
             return 0
+        self._require_free(sum(os.path.getsize(p) for p in pending), "merging the pending records")
+        segments = self.segments()
+        number = int(os.path.basename(segments[-1])[len(SEGMENT_PREFIX):-3]) + 1 if segments else 0
+        merged = []
+        with atomic_output(os.path.join(self.pending_dir, f"{SEGMENT_PREFIX}{number:06d}.h5")) as tmp:
+            with h5py.File(tmp, "w") as dst:
+                for p in pending:
+                    src = self._open(p)
+                    if src is None:
+                        continue
+                    with src:
+                        _copy_record(src, dst, *os.path.basename(p)[:-3].split("~"))
+                    merged.append(p)
+        for p in merged:
+            os.remove(p)
+        return len(merged)
+
+    def compact(self, min_segments: int = 1) -> bool:
+        """Fold the segments into the main file (a copy of it, renamed over it) when there are at
+        least ``min_segments`` and the disk has room for the copy (else a warning; the segments
+        stay and nothing is lost). Rank 0 only. Returns whether it compacted."""
+        import h5py
+
+        segments = self.segments()
+        if len(segments) < min_segments or not segments:
+            return False
+        size = os.path.getsize(self.path) + sum(os.path.getsize(p) for p in segments)
+        try:
+            self._require_free(size, "folding the segments into the main file")
+        except OSError as exc:
+            from .log import get_logger
+
+            get_logger("database").warning("%s: %s", self.path, exc.strerror)
+            return False
         with atomic_output(self.path) as tmp:
             shutil.copyfile(self.path, tmp)
             with h5py.File(tmp, "a") as dst:
-                for p in pending:
-                    section, key, stage = os.path.basename(p)[:-3].split("~")
-                    target = f"/{section}/{key}/{stage}" if section != "provenance" else f"/provenance/runs/{key}"
-                    if target in dst:
-                        del dst[target]
-                    with h5py.File(p, "r") as src:
-                        src_path = f"/{section}/{key}/{stage}"
-                        parent = dst.require_group(os.path.dirname(target))
-                        src.copy(src[src_path], parent, name=os.path.basename(target))
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        for p in pending:
+                for p in segments:
+                    with self._open(p) as src:
+                        for section, key, stage, path in _record_paths(src):
+                            _copy_record(src, dst, section, key, stage, path)
+        for p in segments:
             os.remove(p)
-        return len(pending)
+        return True
 
     # ---------------------------------------------------------------- reading
     def _check_readable(self) -> None:
@@ -181,63 +302,97 @@ class Database:
         return os.path.exists(self.path)
 
     def read(self, section: str = "configs", stage: str | None = None, with_data: bool = True) -> dict:
-        """{key: {stage: Record}} of ``section`` from the main file and pending records
-        (``with_data=False``: attributes only, no arrays)."""
-        import h5py
-
+        """{key: {stage: Record}} of ``section`` from the main file, the segments and the pending
+        records (``with_data=False``: attributes only, no arrays)."""
         if not self.exists():
             raise InputError(f"{self.path}: database does not exist")
         self._check_readable()
         out: dict = {}
-        with h5py.File(self.path, "r") as f:
-            for key, grp in f[section].items():
-                for st, g in grp.items():
-                    if stage is None or st == stage:
-                        out.setdefault(key, {})[st] = _read_group(section, key, st, g, with_data)
-        for p in sorted(glob.glob(os.path.join(self.pending_dir, f"{section}~*~*.h5"))):
+        for path in self._stored():
+            with self._open(path) as f:
+                for key, grp in (f[section].items() if section in f else ()):
+                    for st, g in grp.items():
+                        if stage is None or st == stage:
+                            out.setdefault(key, {})[st] = _read_group(section, key, st, g, with_data)
+        for p in self._pending(section, stage or "*"):
             _, key, st = os.path.basename(p)[:-3].split("~")
-            if stage is not None and st != stage:
-                continue
-            with h5py.File(p, "r") as f:
-                out.setdefault(key, {})[st] = _read_group(section, key, st, f[f"/{section}/{key}/{st}"], with_data)
+            f = self._open(p)
+            if f is not None:
+                with f:
+                    out.setdefault(key, {})[st] = _read_group(section, key, st, f[f"/{section}/{key}/{st}"], with_data)
         return out
 
     def read_record(self, section: str, key: str, stage: str) -> Record | None:
-        """One record (pending file first, then the main file), or None."""
-        import h5py
-
+        """One record (pending file first, then the newest segment holding it, then the main
+        file), or None."""
         pending = os.path.join(self.pending_dir, f"{section}~{key}~{stage}.h5")
         if os.path.exists(pending):
-            with h5py.File(pending, "r") as f:
-                return _read_group(section, key, stage, f[f"/{section}/{key}/{stage}"])
-        with h5py.File(self.path, "r") as f:
-            path = f"/{section}/{key}/{stage}"
-            return _read_group(section, key, stage, f[path]) if path in f else None
+            f = self._open(pending)
+            if f is not None:
+                with f:
+                    return _read_group(section, key, stage, f[f"/{section}/{key}/{stage}"])
+        path = _stored_path(section, key, stage)
+        for stored in reversed(self._stored()):
+            with self._open(stored) as f:
+                if path in f:
+                    return _read_group(section, key, stage, f[path])
+        return None
 
     def completed(self, stage: str, section: str = "configs") -> set:
         """Keys that already have ``stage`` (ok, failed or duplicate: all are final); names only."""
-        import h5py
-
         if not self.exists():
             return set()
-        with h5py.File(self.path, "r") as f:
-            done = {k for k, g in f[section].items() if stage in g}
-        for p in glob.glob(os.path.join(self.pending_dir, f"{section}~*~{stage}.h5")):
+        done = set()
+        for path in self._stored():
+            with self._open(path) as f:
+                if section in f:
+                    done |= {k for k, g in f[section].items() if stage in g}
+        for p in self._pending(section, stage):
             done.add(os.path.basename(p)[:-3].split("~")[1])
         return done
 
     def provenance(self) -> dict:
-        import h5py
-
-        with h5py.File(self.path, "r") as f:
+        with self._open(self.path) as f:
             prov = {k: _decode_attr(v) for k, v in f["provenance"].attrs.items()}
-            runs = [{k: _decode_attr(v) for k, v in g.attrs.items()} for _, g in sorted(f["provenance/runs"].items())]
-        for p in sorted(glob.glob(os.path.join(self.pending_dir, "provenance~*~run.h5"))):
-            with h5py.File(p, "r") as f:
-                g = next(iter(f["provenance"].values()))["run"]
-                runs.append({k: _decode_attr(v) for k, v in g.attrs.items()})
-        prov["runs"] = runs
+        runs = {}
+        for path in self._stored():
+            with self._open(path) as f:
+                if "provenance/runs" in f:
+                    runs.update({name: {k: _decode_attr(v) for k, v in g.attrs.items()}
+                                 for name, g in f["provenance/runs"].items()})
+        for p in self._pending("provenance", "run"):
+            f = self._open(p)
+            if f is not None:
+                with f:
+                    name, g = next(iter(f["provenance"].items()))
+                    runs[name] = {k: _decode_attr(v) for k, v in g["run"].attrs.items()}
+        prov["runs"] = [runs[name] for name in sorted(runs)]
         return prov
+
+
+def _stored_path(section: str, key: str, stage: str) -> str:
+    """Where a record lives in the main file and in a segment."""
+    return f"/provenance/runs/{key}" if section == "provenance" else f"/{section}/{key}/{stage}"
+
+
+def _copy_record(src, dst, section: str, key: str, stage: str, src_path: str | None = None) -> None:
+    """Copy one record group of ``src`` (a record file, or ``src_path`` in a segment) into the
+    main-file layout of ``dst``, replacing an older copy."""
+    target = _stored_path(section, key, stage)
+    if target in dst:
+        del dst[target]
+    parent = dst.require_group(os.path.dirname(target))
+    src.copy(src[src_path or f"/{section}/{key}/{stage}"], parent, name=os.path.basename(target))
+
+
+def _record_paths(f):
+    """(section, key, stage, path) of every record in a main-layout file (a segment)."""
+    for section in SECTIONS:
+        for key, grp in (f[section].items() if section in f else ()):
+            for stage in grp:
+                yield section, key, stage, f"/{section}/{key}/{stage}"
+    for key in (f["provenance/runs"] if "provenance/runs" in f else ()):
+        yield "provenance", key, "run", f"/provenance/runs/{key}"
 
 
 # -------------------------------------------------------------------- structures in records

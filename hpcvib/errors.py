@@ -15,3 +15,10 @@ class ConvergenceError(HpcvibError):
 
 class NotAMinimumError(InputError):
     """A structure expected to be a minimum (or first-order saddle) has the wrong inertia."""
+
+
+class SomeItemsFailed(HpcvibError):
+    """A batch command run with ``--keep-going`` processed every good item, but some failed
+    (each reported with its reason); the CLI exits with status 3."""
+
+    exit_status = 3

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from . import __version__
-from .database import Database, Record, atoms_from_record, structure_data
+from .database import COMPACT_SEGMENTS, Database, Record, atoms_from_record, structure_data
 from .errors import ConvergenceError, InputError, NotAMinimumError
 from .farm import run_tasks
 from .fingerprint import find_duplicates, lattice_fingerprint, symmetry_equivalent
@@ -32,17 +32,21 @@ def strain_key(strain: float) -> str:
     return f"{strain:+.4f}"
 
 
+#: seed of amorphous cell ``index`` = job seed × stride + index (a prime larger than any cell count)
+AMORPHOUS_SEED_STRIDE = 100003
+
+
 class Pipeline:
     """One job on ``comm``: ``Pipeline(comm, job).run()``."""
 
-    def __init__(self, comm, job, database: str | None = None):
+    def __init__(self, comm, job, database: str | None = None, quarantine: bool = False):
         from .jobfile import expand_path
         from .potentials import lattice_constant, load_potential
 
         self.comm = comm
         self.job = job
         self.log = get_logger("run")
-        self.db = Database(database or job["job"]["database"])
+        self.db = Database(database or job["job"]["database"], quarantine=quarantine)
         # every rank loads the potential; a rank that cannot read it raises on every rank
         self.pot = collective_call(comm, lambda: load_potential(expand_path(job["system"]["potential"])))
         sysj = job["system"]
@@ -109,6 +113,8 @@ class Pipeline:
         os.makedirs(folder, exist_ok=True)
         params = self._parameters()
         if self.db.exists():
+            self.db.remove_stale_temporaries()
+            self.db.check_records()
             provenance = self.db.provenance()
             old_sha = provenance.get("potential_sha256")
             if old_sha and old_sha != self.pot.sha256:
@@ -131,6 +137,7 @@ class Pipeline:
                          "stages": list(self.job.stages), "seconds": self.timings,
                          "hpcvib_version": __version__})
         self.db.merge()
+        self.db.compact(COMPACT_SEGMENTS)
 
     def _merge(self) -> None:
         self.comm.Barrier()
@@ -528,9 +535,9 @@ class Pipeline:
 
         def work():
             t = time.perf_counter()
-            start = starting_cell(a["n_atoms"], a["density"], self.job["system"]["symbol"],
-                                  seed=self.job["job"]["seed"] * 100003 + index)
-            quenched, history = melt_quench(start, self.pot, seed=self.job["job"]["seed"] * 100003 + index,
+            seed = self.job["job"]["seed"] * AMORPHOUS_SEED_STRIDE + index
+            start = starting_cell(a["n_atoms"], a["density"], self.job["system"]["symbol"], seed=seed)
+            quenched, history = melt_quench(start, self.pot, seed=seed,
                                             t_melt=a["t_melt"], melt_ps=a["melt_ps"], t_anneal=a["t_anneal"],
                                             cool_ps=a["cool_ps"], anneal_ps=a["anneal_ps"],
                                             timestep_fs=a["timestep_fs"])

@@ -108,13 +108,19 @@ def predict_event(comm, saved, minimum, saddle, settings) -> dict:
             "seconds": time.perf_counter() - t}
 
 
-def predict_structures(comm, args) -> list[dict]:
-    """The ``predict`` command: rows of {structure, target, prediction, std, seconds}."""
-    from .cli import load_structures
+def predict_structures(comm, args, failures=None, show=None) -> list[dict]:
+    """The ``predict`` command: rows of {structure, target, prediction, std, seconds}, each
+    passed to ``show`` as soon as it is computed. ``failures``
+    (:class:`~hpcvib.batches.ItemFailures`) decides whether a bad structure ends the command or
+    is reported and skipped."""
+    from .batches import ItemFailures
     from .models import SavedModel
     from .parallel import root_only
+    from .structures import load_structures
     from .thermo import perfect_bcc_reference
 
+    failures = failures or ItemFailures(comm, keep_going=False)
+    show = show or (lambda row: None)
     saved = root_only(comm, SavedModel.load, args.model)
     settings = settings_from_model(saved, getattr(args, "jmax", None), getattr(args, "rcut", None),
                                    getattr(args, "full", None))
@@ -124,12 +130,22 @@ def predict_structures(comm, args) -> list[dict]:
 
         sha = load_potential(args.potential).sha256
     saved.check_compatible(settings.as_dict(), sha, args.model)
-    frames = load_structures(comm, args.structures, args.file_format, types=getattr(args, "types", None))
+    if args.output and saved.target == "S_f" and saved.kind != "linear":
+        raise InputError(f"{args.model}: per-atom contributions need the linear model (got {saved.kind})")
+    types = getattr(args, "types", None)
+    frames = failures.good(load_structures(comm, args.structures, args.file_format, types=types,
+                                           keep_going=failures.keep_going))
     rows = []
+
+    def keep(row):
+        rows.append(row)
+        show(row)
+
     if saved.target == "S_f":
-        ref = load_structures(comm, [args.reference], args.file_format, types=getattr(args, "types", None))[0][1] if args.reference else None
+        ref = load_structures(comm, [args.reference], args.file_format, types=types)[0][1] if args.reference else None
         outputs = []
-        for label, atoms in frames:
+
+        def one(label, atoms):
             reference = ref if ref is not None else primitive_reference(perfect_bcc_reference(atoms, label))
             res = predict_entropy(comm, saved, atoms, reference, settings, per_atom=bool(args.output), source=label)
             if "per_atom" in res:
@@ -137,16 +153,22 @@ def predict_structures(comm, args) -> list[dict]:
                 a.arrays["S_f_atom"] = res.pop("per_atom")
                 a.info.update(S_f_predicted=res["prediction"], S_f_std=res["std"], structure=label)
                 outputs.append(a)
-            rows.append({"structure": label, **res})
+            return {"structure": label, **res}
+
+        for label, atoms in frames:
+            row, ok = failures.run(label, lambda: one(label, atoms))
+            if ok:
+                keep(row)
         if args.output:
-            if saved.kind != "linear":
-                raise InputError(f"{args.model}: per-atom contributions need the linear model (got {saved.kind})")
             root_only(comm, _write_extxyz, args.output, outputs)
     else:
         if len(frames) % 2:
             raise InputError(f"{args.model}: an event model needs MINIMUM SADDLE pairs, got {len(frames)} structures")
         for (lm, m), (ls, s) in zip(frames[::2], frames[1::2]):
-            rows.append({"structure": f"{lm} -> {ls}", **predict_event(comm, saved, m, s, settings)})
+            label = f"{lm} -> {ls}"
+            row, ok = failures.run(label, lambda: {"structure": label, **predict_event(comm, saved, m, s, settings)})
+            if ok:
+                keep(row)
     return rows
 
 

@@ -191,3 +191,45 @@ def remove_atoms(atoms, indices: Sequence[int]):
     out = atoms.copy()
     del out[list(indices)]
     return out
+
+
+def load_structures(comm, paths, file_format=None, require_periodic=True, types=None, keep_going=False):
+    """Read (rank 0) and broadcast every frame of every path/glob; validate each. ``types``:
+    elements of the LAMMPS atom types (:func:`hpcvib.structures.read_structures`).
+
+    Returns a list of (label, atoms). With ``keep_going`` an unreadable file or an invalid frame
+    does not end the reading: its entry is (label, the :class:`~hpcvib.errors.HpcvibError`), for
+    :meth:`hpcvib.batches.ItemFailures.good` to report, and the good frames of the same file stay."""
+    import glob
+
+    from .errors import HpcvibError
+    from .parallel import root_only
+
+    def read_all():
+        out = []
+        for spec in paths:
+            matches = sorted(glob.glob(spec)) if any(ch in spec for ch in "*?[") else [spec]
+            if not matches:
+                if not keep_going:
+                    raise InputError(f"{spec}: no file matches")
+                out.append((spec, InputError(f"{spec}: no file matches")))
+            for path in matches:
+                try:
+                    frames = read_structures(path, format=file_format, types=types)
+                except HpcvibError as exc:
+                    if not keep_going:
+                        raise
+                    out.append((path, exc))
+                    continue
+                for k, atoms in enumerate(frames):
+                    label = path if len(frames) == 1 else f"{path}@{k}"
+                    try:
+                        validate(atoms, label, require_periodic=require_periodic)
+                    except HpcvibError as exc:
+                        if not keep_going:
+                            raise
+                        atoms = exc
+                    out.append((label, atoms))
+        return out
+
+    return root_only(comm, read_all)

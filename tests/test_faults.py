@@ -68,3 +68,60 @@ def test_potential_readable_by_one_rank_only_does_not_hang(tmp_path):
                           capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode != 0
     assert proc.stderr.count("potential file not found") == 1
+
+
+@pytest.fixture(scope="module")
+def good_and_bad(tmp_path_factory):
+    """Two good files, an unreadable one, and a three-frame file whose middle frame has two
+    atoms 0.3 Å apart."""
+    folder = tmp_path_factory.mktemp("batch")
+    good = bcc_supercell(3, fe_a0())
+    ase.io.write(folder / "a.extxyz", good)
+    ase.io.write(folder / "c.extxyz", good)
+    (folder / "b.extxyz").write_text("this is not a structure\n")
+    squeezed = good.copy()
+    squeezed.positions[1] = squeezed.positions[0] + [0.3, 0.0, 0.0]
+    ase.io.write(folder / "frames.extxyz", [good, squeezed, good])
+    return folder
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_keep_going_reports_every_bad_structure_and_exits_3(good_and_bad, ranks):
+    """`thermo a b c frames --keep-going --json`: every good structure gives its result, every
+    bad one a failed JSON line with its reason, exit 3; the same on 2 ranks, printed once."""
+    import json
+
+    f = good_and_bad
+    files = [str(f / n) for n in ("a.extxyz", "b.extxyz", "c.extxyz", "frames.extxyz")]
+    flags = ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    launcher = [shutil.which("mpiexec"), *flags, "-n", "2"] if ranks == 2 else []
+    proc = subprocess.run(launcher + HPCVIB + ["thermo", *files, "-p", "Fe_mm", "--json", "--keep-going"],
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    failed = {r["structure"]: r["error"] for r in rows if r.get("status") == "failed"}
+    done = [r["structure"] for r in rows if "ln_det_prime" in r]
+    assert sorted(failed) == sorted([files[1], f"{files[3]}@1"])
+    assert "0.300 Å apart" in failed[f"{files[3]}@1"]
+    assert sorted(done) == sorted([files[0], files[2], f"{files[3]}@0", f"{files[3]}@2"])
+    assert proc.stderr.count("2 of 6 structures failed") == 1 and "Traceback" not in proc.stderr
+
+
+def test_without_keep_going_the_first_bad_structure_ends_the_command(good_and_bad):
+    f = good_and_bad
+    proc = subprocess.run(HPCVIB + ["thermo", str(f / "a.extxyz"), str(f / "frames.extxyz"), "-p", "Fe_mm",
+                                    "--json"], capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 2 and proc.stdout == "" and "frames.extxyz@1" in proc.stderr
+
+
+def test_keep_going_on_predict_and_descriptors(good_and_bad):
+    import json
+
+    f = good_and_bad
+    for cmd in (["predict", "Fe_mm-Sf-linear"], ["descriptors"]):
+        proc = subprocess.run(HPCVIB + cmd + [str(f / "frames.extxyz"), str(f / "b.extxyz"), "--json",
+                                              "--keep-going"], capture_output=True, text=True, env=_env(),
+                              timeout=300)
+        assert proc.returncode == 3, proc.stderr[-2000:]
+        rows = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert [r.get("status") == "failed" for r in rows].count(True) == 2 and len(rows) == 4
