@@ -478,8 +478,9 @@ class DescriptorsCommand:
     def add_arguments(parser):
         parser.add_argument("structures", nargs="+", metavar="STRUCTURE")
         parser.add_argument("--jmax", type=float, default=4.0, help="jmax (default 4: 35 components)")
-        parser.add_argument("--rcut", type=float, help="cut-off, Å (default: 5.0, or the potential's for Si)")
-        parser.add_argument("--potential", "-p", help="take the default cut-off of this potential (THEORY §5)")
+        parser.add_argument("--rcut", type=float, help="cut-off, Å (default: the descriptor cut-off the potential states — Fe_mm 5.0, "
+                                 "Stillinger–Weber Si its own 3.77118 — or 5.0 without --potential)")
+        parser.add_argument("--potential", "-p", help="take the descriptor cut-off of this potential (THEORY §5)")
         parser.add_argument("--full", action="store_true", help="LAMMPS's full component list instead of j1 = j2")
         parser.add_argument("-o", "--output", help="output file (.h5 or .npz)")
         parser.add_argument("--json", action="store_true", help="print the sums D (and N) per structure as JSON lines")
@@ -488,13 +489,20 @@ class DescriptorsCommand:
 
     @staticmethod
     def run(args, comm):
-        from .descriptors import DEFAULT_RCUT, DescriptorSettings, compute_many, write_descriptors
+        from .descriptors import DEFAULT_DESCRIPTOR_CUTOFF, DescriptorSettings, compute_many, write_descriptors
         from .errors import InputError
         from .parallel import root_only
 
         if args.output and not args.output.endswith((".h5", ".hdf5", ".npz")):
             raise InputError(f"{args.output}: unknown descriptor file format (use .h5 or .npz)")
-        rcut = args.rcut if args.rcut is not None else DEFAULT_RCUT.get(args.potential, 5.0)
+        if args.rcut is not None:
+            rcut = args.rcut
+        elif args.potential:
+            from .potentials import load_potential
+
+            rcut = collective_call(comm, load_potential, args.potential).descriptor_cutoff
+        else:
+            rcut = DEFAULT_DESCRIPTOR_CUTOFF
         settings = DescriptorSettings(jmax=args.jmax, rcut=rcut, full=args.full)
         settings.twojmax  # validates jmax
         failures = ItemFailures(comm, args.keep_going, args.json)

@@ -31,8 +31,9 @@ from .neighbours import CellList
 
 #: LAMMPS ``compute sna/atom`` default: θ0 = rfac0 π r / r_cut.
 RFAC0 = 0.99363
-#: Default cut-offs per potential (THEORY §5): 5.0 Å for Fe, 3.77 Å for Si (the potential's).
-DEFAULT_RCUT = {"Fe_mm": 5.0, "Si_sw": 3.77118, "Si_sw_vink": 3.77118}
+#: Cut-off (Å) when neither --rcut nor a potential says (a potential states its own:
+#: :attr:`hpcvib.potentials.Potential.descriptor_cutoff`, THEORY §5).
+DEFAULT_DESCRIPTOR_CUTOFF = 5.0
 
 
 # ------------------------------------------------------------------------------------------
@@ -454,17 +455,13 @@ def compute_many(comm, frames, settings: DescriptorSettings, keep_per_atom: bool
              "whole structures per rank" if split_frames else "atoms of each structure split over ranks")
     if not split_frames:
         return [descriptor_sums(comm, atoms, settings, keep_per_atom) for _, atoms in frames]
-    mine = {}
-    error = None
-    for k in range(comm.rank, len(frames), comm.size):
-        try:
-            mine[k] = descriptor_sums(MPI.COMM_SELF, frames[k][1], settings, keep_per_atom)
-        except Exception as exc:  # noqa: BLE001 — raised on every rank below
-            error = exc
-            break
-    for exc in comm.allgather(error):
-        if exc is not None:
-            raise exc
+    from .parallel import collective_call
+
+    def mine_only():
+        return {k: descriptor_sums(MPI.COMM_SELF, frames[k][1], settings, keep_per_atom)
+                for k in range(comm.rank, len(frames), comm.size)}
+
+    mine = collective_call(comm, mine_only)
     out = {}
     for part in comm.allgather(mine):
         out.update(part)

@@ -112,12 +112,6 @@ def closest_pair(atoms, cutoff: float):
     return float(nl.distance[e]), int(nl.centres[i]), int(nl.index[e])
 
 
-def halo(cell_list: CellList, atoms_: np.ndarray) -> np.ndarray:
-    """``atoms_`` together with all their neighbours within the cell list's cut-off (sorted)."""
-    nl = cell_list.query(atoms_)
-    return np.unique(np.concatenate([np.asarray(atoms_, dtype=np.int64), nl.index]))
-
-
 @nb.njit(cache=True)
 def _bin_atoms(frac, ncell):
     n = frac.shape[0]

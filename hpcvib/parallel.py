@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-import numpy as np
-
 
 class _RemoteFailure:
     def __init__(self, exc: BaseException):
@@ -66,15 +64,6 @@ def collective_call(comm, func: Callable[..., Any], *args, **kwargs) -> Any:
     return result
 
 
-def allreduce_sum(comm, array: np.ndarray) -> np.ndarray:
-    """Element-wise sum of a float or int array over ``comm`` (returns a new array)."""
-    from mpi4py import MPI
-
-    array = np.ascontiguousarray(array)
-    out = np.empty_like(array)
-    comm.Allreduce(array, out, op=MPI.SUM)
-    return out
-
 
 def threads_per_rank(comm) -> int:
     """Threads a rank may use without oversubscribing its node.
@@ -105,17 +94,3 @@ def limit_numba_threads(comm) -> int:
     n = min(threads_per_rank(comm), numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n)
     return n
-
-
-def world():
-    """``MPI.COMM_WORLD`` — for the CLI edge and tests only."""
-    from mpi4py import MPI
-
-    return MPI.COMM_WORLD
-
-
-def self_comm():
-    """``MPI.COMM_SELF``."""
-    from mpi4py import MPI
-
-    return MPI.COMM_SELF

@@ -9,7 +9,6 @@ used downstream.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import zlib
@@ -468,10 +467,10 @@ class Pipeline:
 
     # ---------------------------------------------------------------- descriptors
     def descriptor_settings(self):
-        from .descriptors import DEFAULT_RCUT, DescriptorSettings
+        from .descriptors import DescriptorSettings
 
         d = self.job["descriptors"]
-        rcut = float(d["rcut"]) or DEFAULT_RCUT.get(self.pot.name, 5.0)
+        rcut = float(d["rcut"]) or self.pot.descriptor_cutoff
         return DescriptorSettings(jmax=float(d["jmax"]), rcut=rcut, full=bool(d["full"]))
 
     @property
@@ -737,7 +736,3 @@ def format_summary(summary: dict) -> str:
         secs = ", ".join(f"{k} {v:.1f} s" for k, v in (run.get("seconds") or {}).items())
         lines.append(f"run: {run.get('job')} on {run.get('ranks')} rank(s): {secs}")
     return "\n".join(lines)
-
-
-def to_json(obj) -> str:
-    return json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o), indent=1)

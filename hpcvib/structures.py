@@ -186,13 +186,6 @@ def minimum_image(vectors: np.ndarray, cell) -> np.ndarray:
     return (frac @ cell).reshape(np.shape(vectors))
 
 
-def remove_atoms(atoms, indices: Sequence[int]):
-    """Copy of ``atoms`` without the given atoms (vacancies)."""
-    out = atoms.copy()
-    del out[list(indices)]
-    return out
-
-
 def load_structures(comm, paths, file_format=None, require_periodic=True, types=None, keep_going=False):
     """Read (rank 0) and broadcast every frame of every path/glob; validate each. ``types``:
     elements of the LAMMPS atom types (:func:`hpcvib.structures.read_structures`).

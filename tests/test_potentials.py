@@ -279,3 +279,40 @@ def test_species_missing_from_potential():
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
     with pytest.raises(InputError, match="species Cu not in potential Fe_mm"):
         load_potential("Fe_mm").species_index(atoms, "cu.xyz")
+
+
+def test_a_new_potential_is_one_registration(tmp_path, capsys, monkeypatch):
+    """A toy potential (a scaled copy of Fe_mm's file, descriptor cut-off 4.2 Å) and a toy file
+    format registered without touching any other file: loadable by name and by file ending,
+    used by the CLI, and its own descriptor cut-off is the descriptors' default."""
+    import json
+    import shutil
+
+    import ase.io
+
+    from hpcvib import potentials
+    from hpcvib.cli import main
+    from hpcvib.potentials import EAM, data_file
+
+    monkeypatch.setattr(potentials, "BUILTIN_FACTORIES", dict(potentials.BUILTIN_FACTORIES))
+    monkeypatch.setattr(potentials, "BUILTIN", dict(potentials.BUILTIN))
+    monkeypatch.setattr(potentials, "FILE_LOADERS", dict(potentials.FILE_LOADERS))
+
+    def toy():
+        pot = EAM(data_file("Fe_mm.eam.fs"), style="fs", name="toy")
+        pot.descriptor_cutoff = 4.2
+        return pot
+
+    potentials.register_builtin("toy", "a toy potential", toy)
+    potentials.register_file_format((".toyfs",), lambda path: EAM(path, style="fs", name="toy file"))
+    copy = tmp_path / "Fe.toyfs"
+    shutil.copy(data_file("Fe_mm.eam.fs"), copy)
+    assert load_potential("toy").descriptor_cutoff == 4.2 and load_potential(str(copy)).name == "toy file"
+    assert load_potential(str(copy)).descriptor_cutoff == load_potential("Fe_mm").cutoff  # its own cut-off
+    cell = tmp_path / "fe.extxyz"
+    ase.io.write(cell, bcc_supercell(2, fe_a0()))
+    capsys.readouterr()
+    assert main(["-q", "descriptors", str(cell), "-p", "toy", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert row["settings"]["rcut"] == 4.2
+    assert main(["-q", "potentials"]) == 0 and "toy" in capsys.readouterr().out

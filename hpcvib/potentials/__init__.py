@@ -31,14 +31,50 @@ from .ase_calculator import CalculatorPotential
 from .eam import EAM
 from .sw import SI_ORIGINAL, SI_VINK, StillingerWeber
 
-BUILTIN = {
-    "Fe_mm": "EAM α-Fe, Mendelev et al., Phil. Mag. 83, 3977 (2003) (LAMMPS Fe_mm.eam.fs)",
-    "Si_sw": "Stillinger–Weber Si, Phys. Rev. B 31, 5262 (1985)",
-    "Si_sw_vink": "Stillinger–Weber a-Si (Vink et al., J. Non-Cryst. Solids 282, 248 (2001))",
+def _fe_mm() -> Potential:
+    pot = EAM(data_file("Fe_mm.eam.fs"), style="fs", name="Fe_mm", citation=BUILTIN["Fe_mm"])
+    pot.descriptor_cutoff = 5.0  # the paper's bSO(4) cut-off for bcc Fe (Sec. III A)
+    return pot
+
+
+def _silicon(parameters, name: str):
+    def factory() -> Potential:
+        return StillingerWeber.silicon(parameters, name, BUILTIN[name])  # descriptors: its own a·σ cut-off
+    return factory
+
+
+#: built-in potentials: name → (one-line description, factory); add one with :func:`register_builtin`
+BUILTIN_FACTORIES = {
+    "Fe_mm": ("EAM α-Fe, Mendelev et al., Phil. Mag. 83, 3977 (2003) (LAMMPS Fe_mm.eam.fs)", _fe_mm),
+    "Si_sw": ("Stillinger–Weber Si, Phys. Rev. B 31, 5262 (1985)", _silicon(SI_ORIGINAL, "Si_sw")),
+    "Si_sw_vink": ("Stillinger–Weber a-Si (Vink et al., J. Non-Cryst. Solids 282, 248 (2001))",
+                   _silicon(SI_VINK, "Si_sw_vink")),
 }
+#: potential files by name ending → loader(path); add one with :func:`register_file_format`
+FILE_LOADERS = {
+    (".eam.fs", ".fs"): lambda path: EAM(path, style="fs"),
+    (".eam.alloy", ".alloy", ".setfl"): lambda path: EAM(path, style="alloy"),
+    (".sw",): StillingerWeber.from_file,
+}
+#: name → description of the built-ins (what ``hpcvib potentials`` lists)
+BUILTIN = {name: text for name, (text, _) in BUILTIN_FACTORIES.items()}
 
 __all__ = ["BUILTIN", "BlockRows", "EAM", "Evaluation", "Potential", "StillingerWeber",
-           "load_potential", "lattice_constant", "data_file"]
+           "load_potential", "lattice_constant", "data_file", "register_builtin", "register_file_format"]
+
+
+def register_builtin(name: str, description: str, factory) -> None:
+    """Make ``factory()`` (returning a :class:`Potential`) loadable by ``name`` everywhere a
+    potential is named (CLI ``-p``, job files)."""
+    BUILTIN_FACTORIES[name] = (description, factory)
+    BUILTIN[name] = description
+    _load_cached.cache_clear()
+
+
+def register_file_format(endings: tuple, loader) -> None:
+    """Load files whose (lower-case) name ends with one of ``endings`` by ``loader(path)``."""
+    FILE_LOADERS[tuple(endings)] = loader
+    _load_cached.cache_clear()
 
 
 def data_file(name: str) -> str:
@@ -46,27 +82,23 @@ def data_file(name: str) -> str:
     return str(resources.files("hpcvib.data").joinpath("potentials", name))
 
 
+def _file_kinds() -> str:
+    return ", ".join("*" + e for endings in FILE_LOADERS for e in endings)
+
+
 @functools.lru_cache(maxsize=16)
 def _load_cached(spec: str, mtime: float) -> Potential:
     if spec.startswith(PYTHON_PREFIX):
         return CalculatorPotential(spec)
-    if spec == "Fe_mm":
-        return EAM(data_file("Fe_mm.eam.fs"), style="fs", name="Fe_mm", citation=BUILTIN["Fe_mm"])
-    if spec == "Si_sw":
-        return StillingerWeber.silicon(SI_ORIGINAL, "Si_sw", BUILTIN["Si_sw"])
-    if spec == "Si_sw_vink":
-        return StillingerWeber.silicon(SI_VINK, "Si_sw_vink", BUILTIN["Si_sw_vink"])
+    if spec in BUILTIN_FACTORIES:
+        return BUILTIN_FACTORIES[spec][1]()
     lower = spec.lower()
-    if lower.endswith((".eam.fs", ".fs")):
-        return EAM(spec, style="fs")
-    if lower.endswith((".eam.alloy", ".alloy", ".setfl")):
-        return EAM(spec, style="alloy")
-    if lower.endswith(".sw"):
-        return StillingerWeber.from_file(spec)
+    for endings, loader in FILE_LOADERS.items():
+        if lower.endswith(endings):
+            return loader(spec)
     if lower.endswith(".eam"):
         raise InputError(f"{spec}: single-element funcfl (.eam) files are not supported; convert to setfl (eam/alloy)")
-    raise InputError(f"{spec}: unknown potential (built-ins: {', '.join(BUILTIN)}; files: "
-                     f"*.eam.fs, *.eam.alloy, *.setfl, *.sw)")
+    raise InputError(f"{spec}: unknown potential (built-ins: {', '.join(BUILTIN)}; files: {_file_kinds()})")
 
 
 def load_potential(spec: str | Potential) -> Potential:

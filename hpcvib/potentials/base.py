@@ -82,6 +82,16 @@ class Potential:
     def parameters(self) -> dict:
         return {"name": self.name, "species": self.species, "cutoff": self.cutoff}
 
+    @property
+    def descriptor_cutoff(self) -> float:
+        """Cut-off (Å) of the bispectrum descriptors this potential recommends (THEORY §5): set
+        by the potential (built-ins: the paper's values), else its interaction cut-off."""
+        return self.__dict__.get("_descriptor_cutoff") or self.cutoff
+
+    @descriptor_cutoff.setter
+    def descriptor_cutoff(self, value: float) -> None:
+        self.__dict__["_descriptor_cutoff"] = float(value)
+
     def describe(self) -> str:
         return f"{self.name} ({', '.join(self.species)}; cutoff {self.cutoff:.4f} Å)"
 
