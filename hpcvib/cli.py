@@ -33,10 +33,15 @@ def add_potential_argument(parser):
 
 
 def add_solver_arguments(parser):
-    parser.add_argument("--solver", default="auto", choices=["auto", "mumps", "cholmod"],
+    parser.add_argument("--solver", default="auto", choices=["auto", "mumps", "cholmod", "mumps-metis"],
                         help="sparse factorisation for ln det': auto = CHOLMOD supernodal Cholesky "
-                             "(nested dissection) on one process, MUMPS LDLᵀ on several ranks or "
-                             "when D is not positive definite (saddles)")
+                             "(nested dissection) on one process when its factor fits in memory, else "
+                             "(and for saddles) mumps-metis = sequential MUMPS with METIS and discarded "
+                             "factors; mumps = PETSc's MUMPS LDLᵀ over the ranks")
+    parser.add_argument("--memory-limit", type=float, metavar="MB",
+                        help="memory a factorisation may plan to use (default 90 %% of the available "
+                             "memory); a matrix whose symbolic analysis needs more is refused before any "
+                             "numerical work")
     parser.add_argument("--ordering", default="auto",
                         choices=["auto", "nesdis", "metis", "amd", "amf", "pord", "qamd"],
                         help="fill-reducing ordering: CHOLMOD nesdis (default), metis, amd; "
@@ -897,6 +902,14 @@ def main(argv=None) -> int:
     log.debug("numba threads per rank: %d", limit_numba_threads(comm))
     start = time.perf_counter()
     try:
+        if getattr(args, "memory_limit", None) is not None:
+            from .spectral import MEMORY_LIMIT_VARIABLE
+
+            if not args.memory_limit > 0:
+                from .errors import InputError
+
+                raise InputError(f"--memory-limit must be a positive number of MB (got {args.memory_limit})")
+            os.environ[MEMORY_LIMIT_VARIABLE] = str(args.memory_limit)
         if args.petsc_options:
             from .petsc_env import petsc_options
 

@@ -6,7 +6,11 @@
 * :func:`log_pseudo_determinant` — ln det'(D) of a periodic cell, exact, without eigenvalues:
   ln det'(D) = ln|det D_(-k)| + 3 ln(M_tot/m_k), D_(-k) = D without the rows of atom k.
   On one process a positive-definite D_(-k) is factored by CHOLMOD (supernodal Cholesky,
-  nested dissection; :mod:`hpcvib.cholmod`), otherwise — and always for saddles — by MUMPS.
+  nested dissection; :mod:`hpcvib.cholmod`) when its factor fits in memory; otherwise — and
+  always for saddles — by sequential MUMPS with METIS and discarded factors
+  (:mod:`hpcvib.mumps_seq`), and on several ranks by PETSc's MUMPS. Each route states its
+  memory need after the symbolic analysis: a matrix that does not fit is refused before any
+  numerical work (:func:`memory_budget_mb`).
 * :func:`lowest_modes` — the k lowest eigenpairs of D by SLEPc Krylov–Schur with
   shift-and-invert (MUMPS), the shift placed below the spectrum and checked by inertia.
 * :func:`mumps_solve` — one solve with a symmetric indefinite matrix (Newton steps).
@@ -21,7 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import cholmod
+import os
+
+from . import cholmod, mumps_seq
 from .constants import PAPER_EIGENVALUE_TOL
 from .errors import ConvergenceError, HpcvibError
 from .log import get_logger
@@ -33,7 +39,37 @@ ORDERINGS = {"amd": 0, "amf": 2, "scotch": 3, "pord": 4, "metis": 5, "qamd": 6, 
 DEFAULT_ORDERING = "auto"
 #: Sparse direct solvers for ln det': ``auto`` = CHOLMOD on one process when available, with
 #: MUMPS LDLᵀ when D_(-k) is not positive definite; MUMPS on several processes.
-SOLVERS = ("auto", "mumps", "cholmod")
+SOLVERS = ("auto", "mumps", "cholmod", "mumps-metis")
+#: environment variable that caps the memory (MB) a factorisation may plan to use
+MEMORY_LIMIT_VARIABLE = "HPCVIB_MEMORY_LIMIT_MB"
+#: share of the memory the kernel reports available that a factorisation may plan to use
+MEMORY_SHARE = 0.9
+
+
+def memory_budget_mb() -> float:
+    """Memory (MB) one factorisation may use: ``$HPCVIB_MEMORY_LIMIT_MB`` (``--memory-limit``)
+    if set, else 90 % of MemAvailable of /proc/meminfo (unlimited where that is unknown)."""
+    value = os.environ.get(MEMORY_LIMIT_VARIABLE)
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            raise HpcvibError(f"{MEMORY_LIMIT_VARIABLE}={value!r} is not a number of MB") from None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return MEMORY_SHARE * int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("inf")
+
+
+def _too_large(route: str, need_mb: float, budget_mb: float, n: int) -> HpcvibError:
+    return HpcvibError(f"the exact factorisation of this {n}-unknown matrix needs about {need_mb:.0f} MB "
+                       f"({route}), more than the {budget_mb:.0f} MB available: run on a node with more "
+                       f"memory or over more ranks (--solver mumps), raise --memory-limit if the "
+                       f"estimate is too cautious, or predict with a surrogate model (hpcvib predict)")
 
 
 @dataclass
@@ -206,14 +242,27 @@ def choose_pinned_atom(masses: np.ndarray) -> int:
     return int(np.flatnonzero(masses == masses.max())[0])
 
 
-def _cholmod_logdet(dh, k: int, ordering: str) -> Factorisation | None:
-    """ln|det D_(-k)| by CHOLMOD on one process; None when D_(-k) is not positive definite."""
-    t0 = time.perf_counter()
+def _pinned_matrix(dh, k: int):
+    """D_(-k) as a scipy matrix on this process (one-rank routes)."""
     D = dh.gather_scipy(mass_weighted=True)
     keep = np.ones(D.shape[0], dtype=bool)
     keep[3 * k:3 * k + 3] = False
-    D = D[keep][:, keep]
-    res = cholmod.cholesky_logdet(D, ordering=cholmod.DEFAULT_ORDERING if ordering == "auto" else ordering)
+    return D[keep][:, keep]
+
+
+def _cholmod_logdet(dh, k: int, ordering: str, budget_mb: float, forced: bool = False) -> Factorisation | None:
+    """ln|det D_(-k)| by CHOLMOD on one process; None when D_(-k) is not positive definite or
+    (unless ``forced``, then an error) its factor would not fit in ``budget_mb``."""
+    t0 = time.perf_counter()
+    D = _pinned_matrix(dh, k)
+    res = cholmod.cholesky_logdet(D, ordering=cholmod.DEFAULT_ORDERING if ordering == "auto" else ordering,
+                                  memory_limit_mb=budget_mb)
+    if not res.factored:
+        if forced:
+            raise _too_large("CHOLMOD in core", res.estimated_mb, budget_mb, res.n)
+        get_logger("spectral").info("CHOLMOD factor would need about %d MB (> %.0f MB available): MUMPS with "
+                                    "discarded factors instead", res.estimated_mb, budget_mb)
+        return None
     if not res.positive_definite:
         get_logger("spectral").info("D_(-%d) is not positive definite (CHOLMOD stopped at column %d of "
                                     "%d): MUMPS LDLᵀ counts the negative eigenvalues", k, res.minor, res.n)
@@ -222,20 +271,37 @@ def _cholmod_logdet(dh, k: int, ordering: str) -> Factorisation | None:
                          res.ordering, res.n, {"flops_elimination": res.gflop * 1e9,
                                                "factor_entries": res.factor_entries,
                                                "analyse_s": res.analyse_seconds,
-                                               "factor_s": res.factor_seconds}, "cholmod")
+                                               "factor_s": res.factor_seconds,
+                                               "estimated_mb": res.estimated_mb}, "cholmod")
+
+
+def _mumps_seq_logdet(dh, k: int, budget_mb: float) -> Factorisation:
+    """ln|det D_(-k)| and its inertia by sequential MUMPS (METIS, factors discarded) on one
+    process; an error before any numerical work when the analysis' estimate exceeds ``budget_mb``."""
+    t0 = time.perf_counter()
+    with mumps_seq.SequentialMumps(_pinned_matrix(dh, k)) as m:
+        if m.estimated_mb > budget_mb:
+            raise _too_large("MUMPS, METIS ordering, factors discarded", m.estimated_mb, budget_mb, m.n)
+        with log_event("hpcvibFactorisation"):
+            r = m.factor()
+        return Factorisation(r["ln_abs_det"], r["sign"], r["n_negative"], r["n_null"], time.perf_counter() - t0,
+                             r["memory_mb"], r["memory_mb"], r["ordering"], m.n,
+                             {"flops_elimination": m.estimated_flops, "estimated_mb": m.estimated_mb,
+                              "analyse_s": m.analyse_seconds, "factor_s": r["seconds"]}, "mumps-metis")
 
 
 def choose_solver(comm, solver: str = "auto") -> str:
     """The sparse solver :func:`log_pseudo_determinant` will use on ``comm``."""
     if solver not in SOLVERS:
         raise HpcvibError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})")
-    if solver == "cholmod":
+    if solver in ("cholmod", "mumps-metis"):
         if comm.size > 1:
-            raise HpcvibError("the CHOLMOD solver runs on one process; use --solver mumps (or auto) "
+            raise HpcvibError(f"the {solver} solver runs on one process; use --solver mumps (or auto) "
                               f"on {comm.size} ranks")
-        if not cholmod.available():
-            raise HpcvibError(f"CHOLMOD solver unavailable: {cholmod.unavailable_reason()}")
-        return "cholmod"
+        backend = cholmod if solver == "cholmod" else mumps_seq
+        if not backend.available():
+            raise HpcvibError(f"{solver} solver unavailable: {backend.unavailable_reason()}")
+        return solver
     if solver == "auto" and comm.size == 1:
         if cholmod.available():
             return "cholmod"
@@ -266,8 +332,13 @@ def log_pseudo_determinant(dh, pinned_atom: int | None = None, ordering: str = D
     fac = None
     if solver == "auto" and ordering != "auto" and ordering not in cholmod.ORDERINGS:
         solver = "mumps"  # a MUMPS-only ordering was asked for
-    if choose_solver(dh.comm, solver) == "cholmod":
-        fac = _cholmod_logdet(dh, k, ordering)
+    chosen = choose_solver(dh.comm, solver)
+    budget = memory_budget_mb()
+    if chosen == "cholmod":
+        fac = _cholmod_logdet(dh, k, ordering, budget, forced=solver == "cholmod")
+    one_process_mumps = chosen == "mumps-metis" or (solver == "auto" and dh.comm.size == 1 and mumps_seq.available())
+    if fac is None and one_process_mumps:
+        fac = _mumps_seq_logdet(dh, k, budget)
     if fac is None:
         mat = dh.petsc_matrix(mass_weighted=True, symmetric=True, exclude_atom=k)
         try:
