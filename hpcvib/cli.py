@@ -586,6 +586,53 @@ class RunCommand:
             print(text, flush=True)
 
 
+class ImportCommand:
+    """Import your own structures (LAMMPS, ARTn, VASP, extxyz, ...) into a database and compute
+    their exact ln det', S_f, E_f and descriptors — the [import], [thermo] and [descriptors]
+    stages of a job, without writing the job file. Rerunning with more files adds them.
+
+    Each frame is one configuration (key: its path, @frame for multi-frame files); extxyz
+    ``info`` 'family' labels it. A bcc host's strain and perfect reference come from its cell.
+    Structures are trusted as relaxed (forces checked against --force-tol) unless --relax.
+    """
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("database", metavar="DB.h5")
+        parser.add_argument("structures", nargs="+", metavar="STRUCTURE", help="files or globs")
+        add_potential_argument(parser)
+        parser.add_argument("--relax", action="store_true", help="relax the structures first (else they are "
+                            "checked: largest force ≤ --force-tol)")
+        parser.add_argument("--force-tol", type=float, default=1e-3, metavar="F", help="eV/Å (default 1e-3)")
+        parser.add_argument("--lattice", choices=["bcc", "amorphous"], default="bcc",
+                            help="host: bcc (S_f against the detected perfect cell) or amorphous (no reference)")
+        parser.add_argument("--no-descriptors", action="store_true", help="exact results only")
+        add_format_argument(parser)
+
+    @staticmethod
+    def run(args, comm):
+        from .jobfile import validate
+        from .parallel import root_only
+        from .pipeline import Pipeline, format_summary, summary_rows
+
+        raw = {"job": {"database": args.database, "name": "import"},
+               "system": {"potential": args.potential, "lattice": args.lattice},
+               "import": {"files": list(args.structures), "format": args.file_format or "",
+                          "types": [t for t in (args.types or "").split(",") if t],
+                          "relaxed": not args.relax, "force_tol": args.force_tol},
+               "thermo": {}}
+        if args.relax:
+            raw["relax"] = {"strains": [0.0]}
+        if not args.no_descriptors:
+            raw["descriptors"] = {}
+        job = root_only(comm, validate, raw, "hpcvib import")
+        pipe = Pipeline(comm, job)
+        pipe.run()
+        text = root_only(comm, lambda: format_summary(summary_rows(pipe.db)))
+        if comm.rank == 0:
+            print(text, flush=True)
+
+
 class StatusCommand:
     """Counts per stage (ok / failed / duplicate), failure reasons and throughput of a database."""
 
@@ -819,6 +866,7 @@ class ReportCommand:
 
 COMMANDS = [
     ("run", RunCommand),
+    ("import", ImportCommand),
     ("status", StatusCommand),
     ("export", ExportCommand),
     ("thermo", ThermoCommand),

@@ -33,6 +33,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -393,6 +394,21 @@ def _record_paths(f):
                 yield section, key, stage, f"/{section}/{key}/{stage}"
     for key in (f["provenance/runs"] if "provenance/runs" in f else ()):
         yield "provenance", key, "run", f"/provenance/runs/{key}"
+
+
+# -------------------------------------------------------------------- labels
+def family_label(generate: "Record | None") -> str:
+    """A configuration's family from its generate record: kind and size (``V4``, ``I3``), or the
+    imported family label alone; ``?`` without a record."""
+    if generate is None:
+        return "?"
+    return f"{generate.attrs.get('kind', '?')}{generate.attrs.get('size', '')}"
+
+
+def family_sort_key(label: str) -> tuple:
+    """Vacancy families first, then by size, then other labels alphabetically."""
+    m = re.fullmatch(r"([A-Za-z]+)(\d+)", label)
+    return (0, label[0] != "V", int(m.group(2)), label) if m else (1, False, 0, label)
 
 
 # -------------------------------------------------------------------- structures in records

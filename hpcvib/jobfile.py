@@ -24,7 +24,7 @@ PATH_KEYS = (("job", "database"), ("fit", "output"), ("report", "output"))
 def expand_path(value: str) -> str:
     """``~`` and environment variables of a path expanded in this process's environment."""
     return os.path.expandvars(os.path.expanduser(value))
-STAGE_TABLES = ("generate", "amorphous", "relax", "thermo", "descriptors", "saddles", "fit", "report")
+STAGE_TABLES = ("generate", "import", "amorphous", "relax", "thermo", "descriptors", "saddles", "fit", "report")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,14 @@ def _one_of(*allowed):
         bad = [x for x in values if x not in allowed]
         return None if not bad else f"{bad[0]!r} is not one of {', '.join(map(repr, allowed))}"
     return check
+
+
+def _file_patterns(v):
+    return None if v and all(isinstance(x, str) and x for x in v) else "give at least one file or glob"
+
+
+def _element_list(v):
+    return None if all(isinstance(x, str) and x.isalpha() for x in v) else "entries must be element symbols"
 
 
 def _strains(v):
@@ -124,6 +132,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "variants": Key(int, 0, _non_negative, "randomised variants per shape"),
         "displacement": Key((float, int), 0.1, _non_negative, "std of random displacements, Å"),
         "displacement_radius": Key((float, int), 4.0, _positive, "radius of randomised atoms, Å"),
+    },
+    "import": {
+        "files": Key(list, [], _file_patterns, "structure files or globs (extxyz, LAMMPS data/dump, POSCAR, ...); "
+                     "a multi-frame file gives one configuration per frame; extxyz info 'family' labels it"),
+        "format": Key(str, "", doc="ASE format when the suffix does not tell (e.g. lammps-dump-text)"),
+        "types": Key(list, [], _element_list, "element of each LAMMPS atom type, in type order"),
+        "relaxed": Key(bool, True, doc="the structures are relaxed minima: forces are checked against "
+                       "force_tol, not relaxed (false: a [relax] table relaxes them)"),
+        "force_tol": Key((float, int), 1e-3, _positive, "eV/Å, largest force of a structure imported as relaxed"),
     },
     "amorphous": {
         "samples": Key(int, 1, _positive, "independent inherent states (melt-quench runs)"),
@@ -251,6 +268,8 @@ def validate(raw: dict, path: str) -> Job:
         raise InputError(f"{path}: [amorphous] needs lattice = \"amorphous\" in [system]")
     if not job.stages:
         raise InputError(f"{path}: no stage table ({', '.join(STAGE_TABLES)})")
+    if "import" in job.stages and not job["import"]["files"]:
+        raise InputError(f"{path}: [import] needs files = [\"...\"] (structure files or globs)")
     return job
 
 

@@ -10,6 +10,7 @@ used downstream.
 from __future__ import annotations
 
 import os
+import re
 import time
 import zlib
 
@@ -29,6 +30,38 @@ RESULT_TABLES = ("system", "generate", "amorphous", "relax", "thermo", "descript
 
 def strain_key(strain: float) -> str:
     return f"{strain:+.4f}"
+
+
+#: reference keys of imported bcc hosts: repetitions and the exact lattice parameter
+IMPORTED_REFERENCE = re.compile(r"^bcc(\d+)x(\d+)x(\d+)a([0-9.eE+-]+)$")
+#: attributes an imported configuration carries from its import record to its relax record
+IMPORT_LABELS = ("source", "reference_key", "label")
+
+
+def imported_reference_key(reps, a: float) -> str:
+    """Reference key of an imported bcc host of ``reps`` conventional cells of side ``a`` (Å)."""
+    return f"bcc{reps[0]}x{reps[1]}x{reps[2]}a{float(a)!r}"
+
+
+def import_key(path: str, frame: int | None) -> str:
+    """Database key of an imported frame: the file's path without its suffix, separators as
+    ``_`` (and ``@frame`` for multi-frame files), so keys are unique per file and frame."""
+    stem = os.path.splitext(os.path.normpath(path))[0].lstrip("./")
+    key = re.sub(r"[^A-Za-z0-9_.+-]", "_", stem.replace(os.sep, "_")) or "structure"
+    return key if frame is None else f"{key}@{frame}"
+
+
+def json_label(labels: dict) -> str:
+    """extxyz ``info`` labels of an imported frame as a JSON text attribute."""
+    import json
+
+    return json.dumps(labels, sort_keys=True, default=str)
+
+
+def parse_imported_reference(key: str):
+    """((nx, ny, nz), a) of an imported host's reference key, or None for a strain key."""
+    m = IMPORTED_REFERENCE.match(key)
+    return None if m is None else (tuple(int(m.group(i)) for i in (1, 2, 3)), float(m.group(4)))
 
 
 #: seed of amorphous cell ``index`` = job seed × stride + index (a prime larger than any cell count)
@@ -175,10 +208,85 @@ class Pipeline:
             attrs = dict(spec.labels(), strain=0.0, parent="", n_atoms=len(atoms), status="ok")
             self.db.write(Record("configs", spec.key, "generate", attrs, structure_data(atoms)))
 
+    # ---------------------------------------------------------------- import
+    def stage_import(self) -> None:
+        root_only(self.comm, self._import)
+        self._merge()
+
+    def _import(self) -> None:
+        """One configuration per frame of the [import] files: a ``generate`` record with the
+        structure and its labels (extxyz ``info``: family, any key = value), and — for
+        structures trusted as relaxed — a ``relax`` record after the force check. A bcc host's
+        strain and perfect reference come from its cell. Bad frames are recorded as failed."""
+        import glob
+
+        from .errors import HpcvibError
+        from .jobfile import expand_path
+        from .structures import read_structures
+
+        imp = self.job["import"]
+        done = self.db.completed("generate")
+        n_new = 0
+        for spec in imp["files"]:
+            pattern = expand_path(spec)
+            paths = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
+            if not paths:
+                raise InputError(f"{self.job.path}: [import] files: {spec} matches no file")
+            for path in paths:
+                try:
+                    frames = read_structures(path, format=imp["format"] or None, types=imp["types"] or None)
+                except HpcvibError as exc:
+                    frames = [exc]
+                for k, atoms in enumerate(frames):
+                    key = import_key(path, k if len(frames) > 1 else None)
+                    if key in done:
+                        continue
+                    for rec in self._import_records(key, path, atoms):
+                        self.db.write(rec)
+                    n_new += 1
+        self.log.info("import: %d new configurations (%d already in the database)", n_new, len(done))
+
+    def _import_records(self, key: str, path: str, atoms) -> list:
+        """generate (and relax) records of one imported frame, or a failed generate record."""
+        from .errors import HpcvibError
+        from .structures import validate
+        from .thermo import bcc_reference_parameters
+
+        imp = self.job["import"]
+        base = {"source": path, "parent": "", "variant": 0}
+        try:
+            if isinstance(atoms, HpcvibError):
+                raise atoms
+            validate(atoms, key)
+            self.pot.species_index(atoms, key)
+            labels = {k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float, bool))}
+            family = str(labels.pop("family", labels.pop("kind", "imported")))
+            attrs = dict(base, kind=family, size="", n_atoms=len(atoms), status="ok",
+                         label=json_label(labels))
+            if self.has_perfect_reference:
+                reps, a = bcc_reference_parameters(atoms, f"{path} ({key})")
+                attrs.update(strain=a / self.a0 - 1.0, reference_key=imported_reference_key(reps, a))
+            else:
+                attrs["strain"] = 0.0
+        except HpcvibError as exc:
+            return [Record("configs", key, "generate", dict(base, status="failed", reason=str(exc), kind="imported",
+                                                            size="", strain=0.0))]
+        records = [Record("configs", key, "generate", attrs, structure_data(atoms))]
+        if imp["relaxed"]:
+            ev = self.pot.evaluate(atoms)
+            fmax = float(np.linalg.norm(ev.forces, axis=1).max())
+            rattrs = {"status": "ok", "energy_eV": ev.energy, "max_force_eV_A": fmax, "method": "imported as relaxed"}
+            if fmax > imp["force_tol"]:
+                rattrs.update(status="failed", reason=f"largest force {fmax:.3g} eV/Å > force_tol {imp['force_tol']:g}: "
+                                                      "not relaxed (relax it: [import] relaxed = false and a [relax] table)")
+            records.append(self._relax_record(key, attrs, atoms if rattrs["status"] == "ok" else None, rattrs,
+                                              attrs["strain"]))
+        return records
+
     # ---------------------------------------------------------------- relax
     def stage_relax(self) -> None:
         r = self.job["relax"]
-        base = self._keys_with("generate", lambda rec: rec.attrs.get("parent", "") == "")
+        base = self._keys_with("generate", lambda rec: rec.ok and rec.attrs.get("parent", "") == "")
         if self._batch is not None:
             base = [k for k in base if k in self._batch]
         todo = sorted(set(base) - self.db.completed("relax"))
@@ -187,7 +295,8 @@ class Pipeline:
         root_only(self.comm, self._mark_duplicates)
         self._merge()
         strains = self._strain_chain([float(s) for s in r["strains"]])
-        unique = self._keys_with("relax", lambda rec: rec.ok and rec.attrs.get("parent", "") == "")
+        unique = self._keys_with("relax", lambda rec: rec.ok and rec.attrs.get("parent", "") == ""
+                                 and "source" not in rec.attrs)  # imported cells keep their own strain
         if self._batch is not None:
             unique = [k for k in unique if k in self._batch]
         done = self.db.completed("relax")
@@ -267,7 +376,8 @@ class Pipeline:
         if atoms is not None:
             data = structure_data(atoms)
             data["fingerprint"] = lattice_fingerprint(atoms, self.a0 * (1.0 + strain))
-        attrs = dict(attrs, parent=gen_attrs.get("parent", ""), strain=strain)
+        attrs = dict(attrs, parent=gen_attrs.get("parent", ""), strain=strain,
+                     **{k: v for k, v in gen_attrs.items() if k in IMPORT_LABELS})
         if attrs.get("n_negative", 0) > 0 and attrs["status"] == "ok":
             attrs.update(status="failed", reason=f"relaxed to a stationary point with {attrs['n_negative']} "
                                                  "negative eigenvalue(s) of D, not a minimum")
@@ -282,7 +392,7 @@ class Pipeline:
             gen = self.db.read_record("configs", key, "generate")
             seed = [int(self.job["job"]["seed"]), zlib.crc32(key.encode())]
             atoms, attrs, _ = self._relax(atoms_from_record(gen), group, escape_seed=seed)
-            return self._relax_record(key, gen.attrs, atoms, attrs, 0.0)
+            return self._relax_record(key, gen.attrs, atoms, attrs, float(gen.attrs.get("strain", 0.0)))
         rec = root_only(group, work)
         if rec.ok and "n_negative" not in rec.attrs:
             self._sparse_inertia(group, rec)
@@ -387,19 +497,39 @@ class Pipeline:
                       len(dups), len(entries) - len(dups))
 
     # ---------------------------------------------------------------- thermo
-    def _reference_atoms(self, strain: float):
+    def _reference_key(self, attrs: dict) -> str:
+        """Key of a configuration's perfect reference: its strain for generated cells, the host
+        cell's repetitions and lattice parameter for imported ones."""
+        return attrs.get("reference_key") or strain_key(float(attrs["strain"]))
+
+    def _reference_atoms(self, key: str):
+        """The perfect bcc cell of reference ``key`` (:meth:`_reference_key`)."""
         from .structures import bcc_supercell
 
-        return bcc_supercell(self.n, self.a0, self.job["system"]["symbol"], strain=strain)
+        imported = parse_imported_reference(key)
+        if imported is not None:
+            return bcc_supercell(imported[0], imported[1], self.job["system"]["symbol"])
+        return bcc_supercell(self.n, self.a0, self.job["system"]["symbol"], strain=float(key))
+
+    def _reference_strain(self, key: str) -> float:
+        imported = parse_imported_reference(key)
+        return float(key) if imported is None else imported[1] / self.a0 - 1.0
+
+    def _references_needed(self) -> list:
+        """Reference keys of the job's strains and of every relaxed configuration."""
+        keys = {strain_key(s) for s in self._strains()} if "generate" in self.job.stages else set()
+        keys |= set(root_only(self.comm, lambda: {self._reference_key(st["relax"].attrs) for st in
+                                                  self.db.read("configs", "relax", with_data=False).values()
+                                                  if st["relax"].ok}))
+        return sorted(keys)
 
     def _strains(self) -> list:
         return sorted({0.0} | {float(s) for s in self.job["relax"]["strains"]})
 
     def stage_thermo(self) -> None:
         if self.has_perfect_reference:
-            refs = [strain_key(s) for s in self._strains()]
-            todo = sorted(set(refs) - self.db.completed("thermo", "references"))
-            self._farm([float(k) for k in todo], self._reference_thermo_task, "thermo references")
+            todo = sorted(set(self._references_needed()) - self.db.completed("thermo", "references"))
+            self._farm(todo, self._reference_thermo_task, "thermo references")
         configs = self._keys_with("relax", lambda rec: rec.ok)
         todo = sorted(set(configs) - self.db.completed("thermo"))
         self.log.info("thermo: %d configurations (%d done)", len(todo), len(configs) - len(todo))
@@ -411,14 +541,15 @@ class Pipeline:
         return analyse_structure(group, atoms, self.pot, label, n_modes=self.job["thermo"]["modes"],
                                  expect="minimum")
 
-    def _reference_thermo_task(self, group, strain) -> None:
+    def _reference_thermo_task(self, group, key) -> None:
         t = time.perf_counter()
-        atoms = self._reference_atoms(strain)
-        res = self._analyse(group, atoms, f"perfect cell, strain {strain:+g}")
+        strain = self._reference_strain(key)
+        atoms = self._reference_atoms(key)
+        res = self._analyse(group, atoms, f"perfect cell {key}")
         attrs = {"status": "ok", "strain": strain, "n_atoms": len(atoms), "energy_eV": res.energy,
                  "ln_det_prime": res.ln_det_prime, "seconds": time.perf_counter() - t}
         data = dict(structure_data(atoms), lowest_eigenvalues=res.lowest_eigenvalues)
-        self._write(group, Record("references", strain_key(strain), "thermo", attrs, data))
+        self._write(group, Record("references", key, "thermo", attrs, data))
 
     def _stored_analysis(self, rel, key):
         """The exact harmonic data that the relax stage's last factorisation already gave (the
@@ -436,7 +567,7 @@ class Pipeline:
         t = time.perf_counter()
         rel = root_only(group, self.db.read_record, "configs", key, "relax")
         strain = float(rel.attrs["strain"])
-        ref = root_only(group, self.db.read_record, "references", strain_key(strain), "thermo") \
+        ref = root_only(group, self.db.read_record, "references", self._reference_key(rel.attrs), "thermo") \
             if self.has_perfect_reference else None
         try:
             if "ln_det_prime" in rel.attrs and self.job["thermo"]["modes"] == 0:
@@ -480,24 +611,24 @@ class Pipeline:
 
     def stage_descriptors(self) -> None:
         if self.has_perfect_reference:
-            refs = [strain_key(s) for s in self._strains()]
-            todo = sorted(set(refs) - self.db.completed("descriptors", "references"))
-            self._farm([float(k) for k in todo], self._reference_descriptor_task, "descriptors references")
+            todo = sorted(set(self._references_needed()) - self.db.completed("descriptors", "references"))
+            self._farm(todo, self._reference_descriptor_task, "descriptors references")
         ok_thermo = set(self._keys_with("thermo", lambda rec: rec.ok)) if "thermo" in self.job.stages else None
         configs = [k for k in self._keys_with("relax", lambda rec: rec.ok) if ok_thermo is None or k in ok_thermo]
         todo = sorted(set(configs) - self.db.completed("descriptors"))
         self.log.info("descriptors: %d configurations (%d done)", len(todo), len(configs) - len(todo))
         self._farm(todo, self._descriptor_task, "descriptors")
 
-    def _reference_descriptor_task(self, group, strain) -> None:
+    def _reference_descriptor_task(self, group, key) -> None:
         from .descriptors import descriptor_sums
 
         t = time.perf_counter()
+        strain = self._reference_strain(key)
         settings = self.descriptor_settings()
-        sums = descriptor_sums(group, self._reference_atoms(strain), settings)
+        sums = descriptor_sums(group, self._reference_atoms(key), settings)
         attrs = {"status": "ok", "strain": strain, "n_atoms": sums.n_atoms, "settings": settings.as_dict(),
                  "seconds": time.perf_counter() - t}
-        self._write(group, Record("references", strain_key(strain), "descriptors", attrs, {"D": sums.D, "DD": sums.DD}))
+        self._write(group, Record("references", key, "descriptors", attrs, {"D": sums.D, "DD": sums.DD}))
 
     def _descriptor_task(self, group, key) -> None:
         from .descriptors import descriptor_excess, descriptor_sums
@@ -509,7 +640,7 @@ class Pipeline:
         sums = descriptor_sums(group, atoms_from_record(rel), settings, keep_per_atom=self.job["descriptors"]["per_atom"])
         data = {"D": sums.D, "DD": sums.DD}
         if self.has_perfect_reference:
-            ref = root_only(group, self.db.read_record, "references", strain_key(strain), "descriptors")
+            ref = root_only(group, self.db.read_record, "references", self._reference_key(rel.attrs), "descriptors")
             d_d, d_dd = descriptor_excess(sums, ref.data["D"], ref.data["DD"], int(ref.attrs["n_atoms"]))
             data.update(dD=d_d, dDD=d_dd)
         if sums.per_atom is not None:

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from .database import family_label, family_sort_key
 from .errors import InputError
 from .fileio import atomic_output
 
@@ -277,7 +278,7 @@ def database_statistics_lines(db) -> list:
         th, gen = st.get("thermo"), st.get("generate")
         if th is None or not th.ok or "S_f_kB" not in th.attrs:
             continue
-        family = f"{gen.attrs['kind']}{gen.attrs['size']}" if gen is not None else "?"
+        family = family_label(gen)
         rows.setdefault(family, []).append((th.attrs.get("E_f_eV", np.nan), th.attrs["S_f_kB"],
                                             key.split("@")[0], float(th.attrs.get("strain", 0.0))))
     if not rows:
@@ -285,7 +286,7 @@ def database_statistics_lines(db) -> list:
     out = ["## Database statistics", "", "| family | distinct minima | configurations | E_f range (eV) | "
            "S_f range (k_B) |", "|---|---|---|---|---|"]
     total_min = total = 0
-    for family, v in sorted(rows.items()):
+    for family, v in sorted(rows.items(), key=lambda kv: family_sort_key(kv[0])):
         e = np.array([r[0] for r in v])
         sf = np.array([r[1] for r in v])
         minima = len({r[2] for r in v})
@@ -306,7 +307,7 @@ def results_table(db, fit_dir: str | None = None) -> str:
         th, gen = st.get("thermo"), st.get("generate")
         if th is None or not th.ok or gen is None:
             continue
-        fam = f"{gen.attrs['kind']}{gen.attrs['size']}"
+        fam = family_label(gen)
         rows.setdefault(fam, []).append((th.attrs["E_f_eV"], th.attrs["S_f_kB"]))
     events = [st["event"] for st in db.read("events", with_data=False).values() if "event" in st and st["event"].ok]
     event_lines = []
@@ -322,7 +323,7 @@ def results_table(db, fit_dir: str | None = None) -> str:
     if rows:
         lines.append(f"{'family':<7} {'minima':>6}  {'E_f range (eV)':>17}  {'exact S_f range (k_B)':>22}")
         allv = []
-        for fam in sorted(rows, key=lambda f: (f[0] != "V", int(f[1:]))):
+        for fam in sorted(rows, key=family_sort_key):
             v = np.array(rows[fam])
             allv.append(v)
             lines.append(f"{fam:<7} {len(v):>6}  {v[:, 0].min():7.3f} .. {v[:, 0].max():6.3f}  "

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from .database import family_label
 from .errors import InputError
 from .log import get_logger
 from .models import (SavedModel, effective_parameters, entropy_features, event_features, learning_curve,
@@ -34,7 +35,7 @@ def entropy_dataset(db) -> dict:
         dDD.append(de.data["dDD"])
         y.append(th.attrs["S_f_kB"])
         gen = st.get("generate")
-        kinds.append(f"{gen.attrs['kind']}{gen.attrs['size']}" if gen is not None else "?")
+        kinds.append(family_label(gen))
         strains.append(float(th.attrs["strain"]))
         e_f.append(float(th.attrs.get("E_f_eV", np.nan)))
         settings = de.attrs["settings"]

@@ -424,6 +424,81 @@ def test_per_strain_fit_from_the_table_and_prediction_at_a_strain(serial_db, tmp
     assert bad.returncode == 2 and "--splits 0" in bad.stderr
 
 
+@serial_only()
+def test_import_stage_turns_structure_files_into_a_database(serial_db, tmp_path):
+    """The relaxed structures of a database exported to extxyz, a rattled copy of one and an
+    unreadable file, imported by an [import] job with [thermo] and [descriptors]: every imported
+    minimum has the S_f and E_f of the original database (the same structures through another
+    route: bcc host and strain detected from the cell, its own perfect reference); the rattled
+    one is recorded as not relaxed, the unreadable one as failed; `fit` runs on the result."""
+    import ase.io
+
+    run("export", serial_db.path, "-o", tmp_path / "relaxed.extxyz")
+    frames = ase.io.read(tmp_path / "relaxed.extxyz", ":")
+    rattled = frames[0].copy()
+    rattled.positions[3] += [0.05, 0.0, 0.0]
+    ase.io.write(tmp_path / "rattled.extxyz", rattled)
+    (tmp_path / "bad.extxyz").write_text("not a structure\n")
+    job = tmp_path / "import.toml"
+    job.write_text(f'[job]\ndatabase = "{tmp_path / "imp.h5"}"\n[system]\npotential = "Fe_mm"\ncell = 6\n'
+                   f'[import]\nfiles = ["{tmp_path}/relaxed.extxyz", "{tmp_path}/rattled.extxyz", '
+                   f'"{tmp_path}/bad.extxyz"]\n[thermo]\n[descriptors]\n')
+    run("run", job)
+    db = Database(str(tmp_path / "imp.h5"))
+    configs = db.read("configs", with_data=False)
+    original = serial_db.read("configs", with_data=False)
+    prefix = str(tmp_path / "relaxed").lstrip("/").replace("/", "_")
+    compared = 0
+    for k, frame in enumerate(frames):
+        mine = configs[f"{prefix}@{k}"]
+        theirs = original[frame.info["key"]]
+        if theirs.get("thermo") is None or not theirs["thermo"].ok:
+            continue
+        assert mine["generate"].attrs["kind"] == theirs["generate"].attrs["kind"]
+        assert abs(mine["generate"].attrs["strain"] - theirs["thermo"].attrs["strain"]) < 1e-8
+        # extxyz keeps positions to 1e-8 Å: S_f and E_f agree to that precision, not to round-off
+        assert abs(mine["thermo"].attrs["S_f_kB"] - theirs["thermo"].attrs["S_f_kB"]) < 1e-4
+        assert abs(mine["thermo"].attrs["E_f_eV"] - theirs["thermo"].attrs["E_f_eV"]) < 1e-6
+        assert mine["descriptors"].ok
+        compared += 1
+    assert compared >= 4
+    rat = configs[str(tmp_path / "rattled").lstrip("/").replace("/", "_")]["relax"]
+    assert rat.attrs["status"] == "failed" and "not relaxed" in rat.attrs["reason"]
+    bad = configs[str(tmp_path / "bad").lstrip("/").replace("/", "_")]["generate"]
+    assert bad.attrs["status"] == "failed" and "cannot read" in bad.attrs["reason"]
+    assert run("run", job).returncode == 0  # a rerun imports nothing new
+    fit = json.loads(run("fit", db.path, "--target", "S_f", "--model", "linear", "--splits", "2", "-o",
+                         tmp_path / "m", "--json").stdout)
+    assert fit["S_f/linear"]["n_samples"] == compared
+
+
+@serial_only()
+def test_import_command_lammps_data_with_types_equals_extxyz(tmp_path):
+    """`hpcvib import --relax` of one vacancy cell as extxyz and as a LAMMPS data file without
+    Masses (--types Fe): the same relaxed S_f and E_f, labelled by the extxyz family."""
+    import csv
+
+    import ase.io
+
+    from hpcvib.structures import bcc_supercell
+
+    atoms = bcc_supercell(4, fe_a0())
+    del atoms[0]
+    atoms.info["family"] = "V1"
+    ase.io.write(tmp_path / "v1.extxyz", atoms)
+    ase.io.write(tmp_path / "v1.data", atoms, format="lammps-data", masses=False)
+    run("import", tmp_path / "a.h5", tmp_path / "v1.extxyz", "-p", "Fe_mm", "--relax")
+    run("import", tmp_path / "b.h5", tmp_path / "v1.data", "--types", "Fe", "--format", "lammps-data",
+        "-p", "Fe_mm", "--relax")
+    rows = []
+    for name in ("a", "b"):
+        run("export", tmp_path / f"{name}.h5", "-o", tmp_path / f"{name}.csv")
+        rows.append(next(csv.DictReader(open(tmp_path / f"{name}.csv"))))
+    assert rows[0]["kind"] == "V1" and rows[1]["kind"] == "imported"
+    assert abs(float(rows[0]["S_f_kB"]) - float(rows[1]["S_f_kB"])) < 1e-8
+    assert abs(float(rows[0]["E_f_eV"]) - float(rows[1]["E_f_eV"])) < 1e-9
+
+
 def test_small_perfect_reference_gives_the_same_excess(comm):
     """ΔD, ΔDD against a 2×2×2 perfect cell equal those against the full-size perfect cell."""
     from hpcvib.descriptors import DescriptorSettings, descriptor_sums
