@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
@@ -89,24 +90,23 @@ class Factorisation:
     solver: str = "mumps"
 
 
-#: Options hpcvib itself put into the PETSc database (prefix + key): a later call may change them
-#: (another ordering); any other option present was given by the user and is left alone.
-_OWN_OPTIONS: set[str] = set()
-
-
-def _set_default_options(prefix: str, defaults: dict) -> None:
-    """Put ``defaults`` into the PETSc options database under ``prefix`` unless the user already
-    gave them (command line or ``--petsc-options``), so user options always win. Defaults set
-    by an earlier call are replaced (e.g. ``mumps_logdet(..., ordering="pord")`` after an
-    ``"auto"`` call in the same process)."""
+@contextlib.contextmanager
+def petsc_defaults(prefix: str, defaults: dict):
+    """``defaults`` in the PETSc options database under ``prefix`` for the duration of one solve,
+    unless the user already gave them (command line or ``--petsc-options``: user options always
+    win); the options this call inserted are removed afterwards, so the database holds nothing
+    of hpcvib's between solves."""
     from .petsc_env import init_petsc
 
     opts = init_petsc().Options(prefix)
-    for key, value in defaults.items():
-        name = prefix + key
-        if name in _OWN_OPTIONS or not opts.hasName(key):
-            opts[key] = value
-            _OWN_OPTIONS.add(name)
+    inserted = [key for key in defaults if not opts.hasName(key)]
+    for key in inserted:
+        opts[key] = defaults[key]
+    try:
+        yield
+    finally:
+        for key in inserted:
+            opts.delValue(key)
 
 
 def _mumps_defaults(ordering: str) -> dict:
@@ -145,20 +145,20 @@ def mumps_logdet(mat, ordering: str = DEFAULT_ORDERING, keep_factors: bool = Fal
             "mat_mumps_icntl_33": 1,  # compute the determinant
             "mat_mumps_icntl_31": 0 if keep_factors else 1,  # discard factors when only det is wanted
         })
-        _set_default_options(prefix, defaults)
-        ksp.setOptionsPrefix(prefix)
-        ksp.setOperators(mat)
-        ksp.setFromOptions()
-        pc = ksp.getPC()
-        pc.setFactorSetUpSolverType()
-        F = pc.getFactorMatrix()
-        t0 = time.perf_counter()
-        try:
-            with log_event("hpcvibFactorisation"):
-                pc.setUp()
-        except PETSc.Error as exc:
-            raise HpcvibError(f"MUMPS factorisation failed: INFOG(1)={F.getMumpsInfog(1)}, "
-                              f"INFOG(2)={F.getMumpsInfog(2)} ({exc})") from exc
+        with petsc_defaults(prefix, defaults):
+            ksp.setOptionsPrefix(prefix)
+            ksp.setOperators(mat)
+            ksp.setFromOptions()
+            pc = ksp.getPC()
+            pc.setFactorSetUpSolverType()
+            F = pc.getFactorMatrix()
+            t0 = time.perf_counter()
+            try:
+                with log_event("hpcvibFactorisation"):
+                    pc.setUp()
+            except PETSc.Error as exc:
+                raise HpcvibError(f"MUMPS factorisation failed: INFOG(1)={F.getMumpsInfog(1)}, "
+                                  f"INFOG(2)={F.getMumpsInfog(2)} ({exc})") from exc
         seconds = time.perf_counter() - t0
         mantissa = F.getMumpsRinfog(12)
         exponent = F.getMumpsInfog(34)
@@ -195,17 +195,17 @@ def mumps_solve(mat, rhs_local: np.ndarray) -> np.ndarray:
     ksp = PETSc.KSP().create(comm=mat.comm)
     b = x = None
     try:
-        _set_default_options("hpcvib_solve_", _mumps_defaults(DEFAULT_ORDERING))
-        ksp.setOptionsPrefix("hpcvib_solve_")
-        ksp.setOperators(mat)
-        ksp.setFromOptions()
-        ksp.getPC().setFactorSetUpSolverType()
-        b, x = mat.createVecs()
-        b.setArray(np.asarray(rhs_local, dtype=float))
-        try:
-            ksp.solve(b, x)
-        except PETSc.Error as exc:
-            raise HpcvibError(f"MUMPS solve failed (singular matrix?): {exc}") from exc
+        with petsc_defaults("hpcvib_solve_", _mumps_defaults(DEFAULT_ORDERING)):
+            ksp.setOptionsPrefix("hpcvib_solve_")
+            ksp.setOperators(mat)
+            ksp.setFromOptions()
+            ksp.getPC().setFactorSetUpSolverType()
+            b, x = mat.createVecs()
+            b.setArray(np.asarray(rhs_local, dtype=float))
+            try:
+                ksp.solve(b, x)
+            except PETSc.Error as exc:
+                raise HpcvibError(f"MUMPS solve failed (singular matrix?): {exc}") from exc
         if ksp.getConvergedReason() < 0:
             raise HpcvibError(f"MUMPS solve failed: KSP reason {ksp.getConvergedReason()}")
         return x.getArray().copy()
@@ -418,7 +418,6 @@ def _krylov_schur(dh, D, sigma: float, nev: int, ncv: int, tol: float, max_it: i
     st.setType(SLEPc.ST.Type.SINVERT)
     st.setShift(sigma)
     st.destroy()  # drops this Python reference only (eps keeps the ST); see mumps_logdet
-    _set_default_options("hpcvib_eps_st_", _mumps_defaults("auto"))
     if initial is not None:
         v = _petsc_vec_from_original(dh, D, initial)
         eps.setInitialSpace([v])
@@ -428,9 +427,10 @@ def _krylov_schur(dh, D, sigma: float, nev: int, ncv: int, tol: float, max_it: i
         eps.setDeflationSpace(vs)
         for v in vs:
             v.destroy()
-    eps.setFromOptions()
-    with log_event("hpcvibEigensolve"):
-        eps.solve()
+    with petsc_defaults("hpcvib_eps_st_", _mumps_defaults("auto")):
+        eps.setFromOptions()
+        with log_event("hpcvibEigensolve"):
+            eps.solve()
     return eps
 
 
@@ -606,12 +606,12 @@ def full_spectrum(dh, method: str = "auto", tol: float = 1e-10) -> np.ndarray:
             st = eps.getST()
             st.setType(SLEPc.ST.Type.SINVERT)
             st.destroy()  # this Python reference only
-            _set_default_options("hpcvib_slice_st_", _mumps_defaults("auto"))
             if D.comm.getSize() > 1:
                 eps.setKrylovSchurPartitions(D.comm.getSize())
-            eps.setFromOptions()
-            with log_event("hpcvibSpectrumSlicing"):
-                eps.solve()
+            with petsc_defaults("hpcvib_slice_st_", _mumps_defaults("auto")):
+                eps.setFromOptions()
+                with log_event("hpcvibSpectrumSlicing"):
+                    eps.solve()
             nconv = eps.getConverged()
             vals = np.sort([eps.getEigenvalue(i).real for i in range(nconv)])
         finally:

@@ -62,15 +62,15 @@ def test_each_ordering_asked_for_is_the_one_mumps_uses(comm):
         assert results["qamd"].ordering == "qamd"
         for r in results.values():
             assert r.ln_abs_det == pytest.approx(results["amd"].ln_abs_det, rel=1e-11)
-        opts = init_petsc().Options("hpcvib_user_")
+        opts = init_petsc().Options("hpcvib_det_")
         opts["mat_mumps_icntl_7"] = 0  # as if given on the command line: AMD
         try:
-            from hpcvib.spectral import _set_default_options
-
-            _set_default_options("hpcvib_user_", {"mat_mumps_icntl_7": 4})
-            assert opts.getInt("mat_mumps_icntl_7") == 0
+            assert mumps_logdet(mat, ordering="pord").ordering == "amd"  # the user's option won
+            assert opts.getInt("mat_mumps_icntl_7") == 0  # and stays
         finally:
             opts.delValue("mat_mumps_icntl_7")
+        # nothing of hpcvib's stays in the options database between solves
+        assert not [k for k in init_petsc().Options().getAll() if k.startswith("hpcvib_")]
     finally:
         mat.destroy()
 
