@@ -3,6 +3,7 @@ route's symbolic analysis predicts — the law that decides what fits on a machi
 
     python bench/memory_routes.py --analyse 8 12 16 20 24 28 32 40   # estimates only (cheap)
     python bench/memory_routes.py --factor 8 12 16 20 24              # factorisations, 2 threads
+    python bench/memory_routes.py --thermo 28                          # hpcvib thermo end to end
     python bench/memory_routes.py --table
 
 Routes: CHOLMOD supernodal Cholesky in core (nested dissection, METIS separators) and
@@ -66,13 +67,58 @@ def worker(mode: str, route: str, n: int) -> None:
     print(json.dumps(row), flush=True)
 
 
+def thermo_end_to_end(n: int, threads: int) -> dict:
+    """Relax a vacancy in an (n a0)³ cell (FIRE to 1e-4 eV/Å), then `hpcvib thermo CELL -p Fe_mm
+    --reference auto --json` under /usr/bin/time -v: wall time, peak memory, route, S_f."""
+    import subprocess
+    import tempfile
+
+    import ase.io
+
+    from hpcvib.exact_minimum import fire
+    from hpcvib.potentials import lattice_constant, load_potential
+    from hpcvib.structures import bcc_supercell
+
+    pot = load_potential("Fe_mm")
+    atoms = bcc_supercell(n, lattice_constant(pot))
+    del atoms[0]
+    t0 = time.perf_counter()
+    converged, calls = fire(atoms, pot, 1e-4, 20000)
+    relax_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as folder:
+        cell = os.path.join(folder, f"vacancy{n}.extxyz")
+        ase.io.write(cell, atoms)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_"))}
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            env[var] = str(threads)
+        proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "hpcvib.cli", "thermo", cell, "-p", "Fe_mm",
+                               "--reference", "auto", "--json"], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    peak_kb = int(next(line.split()[-1] for line in proc.stderr.splitlines() if "Maximum resident" in line))
+    wall = next(line.split()[-1] for line in proc.stderr.splitlines() if "Elapsed (wall clock)" in line)
+    fac = out["factorisation"]
+    return {"n": n, "atoms": len(atoms), "mode": "thermo", "route": fac["solver"], "threads": threads,
+            "relax_force_calls": calls, "relax_s": relax_s, "relax_converged": converged, "wall": wall,
+            "factor_s": fac.get("seconds"), "peak_rss_mb": peak_kb / 1024, "S_f_kB": out["S_f_kB"],
+            "ln_det_prime": out["ln_det_prime"], "estimated_mb": fac.get("estimated_mb"), "gflop": 0.0,
+            "analyse_s": 0.0, "host": platform.node(), "cpus": os.cpu_count()}
+
+
 def table(rows) -> str:
     lines = ["| n | atoms | route | mode | estimate (MB) | Gflop | analyse (s) | factor (s) | peak RSS (MB) | ln det D_(-k) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["atoms"], r["route"], r["mode"])):
+    for r in sorted((r for r in rows if r["mode"] != "thermo"), key=lambda r: (r["atoms"], r["route"], r["mode"])):
         lines.append(f"| {r['n']} | {r['atoms']} | {r['route']} | {r['mode']} | {r['estimated_mb']} | "
                      f"{r['gflop']:.0f} | {r['analyse_s']:.1f} | {r.get('factor_s', float('nan')):.1f} | "
                      f"{r['peak_rss_mb']:.0f} | {r.get('ln_det', float('nan')):.6f} |")
+    thermo = [r for r in rows if r["mode"] == "thermo"]
+    if thermo:
+        lines += ["", "| n | atoms | `hpcvib thermo --reference auto` | route | factorisation (s) | wall | peak RSS (MB) | S_f (k_B) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['n']} | {r['atoms']} | {r['threads']} thread(s) | {r['route']} | {r['factor_s']:.0f} | "
+                  f"{r['wall']} | {r['peak_rss_mb']:.0f} | {r['S_f_kB']:.4f} |" for r in thermo]
     return "\n".join(lines)
 
 
@@ -81,6 +127,7 @@ def main():
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--analyse", type=int, nargs="*", default=[], metavar="N")
     ap.add_argument("--factor", type=int, nargs="*", default=[], metavar="N")
+    ap.add_argument("--thermo", type=int, nargs="*", default=[], metavar="N")
     ap.add_argument("--routes", nargs="+", default=["cholmod", "mumps-metis"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table", action="store_true", help="only print the table of stored results")
@@ -94,6 +141,10 @@ def main():
                 row = _util.run_worker(__file__, [mode, route, n], threads=args.threads, timeout=4 * 3600)
                 _util.append_result(RESULTS, row)
                 print(json.dumps(row), flush=True)
+    for n in args.thermo:
+        row = thermo_end_to_end(n, args.threads)
+        _util.append_result(RESULTS, row)
+        print(json.dumps(row), flush=True)
     print(table(_util.read_results(RESULTS)))
 
 

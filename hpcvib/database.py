@@ -17,7 +17,7 @@ writers. :meth:`Database.merge` (rank 0, at the end of each stage) folds those r
 a new *segment* ``DB.h5.d/segment-NNNNNN.h5`` written atomically — the main file is never
 rewritten during a run, so a merge needs free space for the new records only (checked before it
 starts). :meth:`Database.compact` folds the segments into the main file (a copy, renamed over it)
-when a run ends with many of them and the disk has room for the copy. A job killed at any
+at the end of a run when the disk has room for the copy (else they stay, and are read as they are). A job killed at any
 instant therefore leaves a readable main file, complete segments and complete record files;
 readers see all three, later over earlier (:meth:`Database.read`), and rerunning skips every
 (key, stage) already present.
@@ -47,8 +47,6 @@ STAGES = ("generate", "relax", "thermo", "descriptors")
 SECTIONS = ("configs", "references", "events")
 #: file-name prefix of merged segments in the pending folder
 SEGMENT_PREFIX = "segment-"
-#: a run that ends with at least this many segments folds them into the main file (room permitting)
-COMPACT_SEGMENTS = 16
 #: free space a merge or compaction needs, as a multiple of the bytes it writes
 FREE_SPACE_MARGIN = 1.25
 #: temporary files of this database older than this (s) are left-overs of a killed writer

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from . import __version__
-from .database import COMPACT_SEGMENTS, Database, Record, atoms_from_record, structure_data
+from .database import Database, Record, atoms_from_record, structure_data
 from .errors import ConvergenceError, InputError, NotAMinimumError
 from .farm import run_tasks
 from .fingerprint import find_duplicates, lattice_fingerprint, symmetry_equivalent
@@ -44,10 +44,10 @@ def imported_reference_key(reps, a: float) -> str:
 
 
 def import_key(path: str, frame: int | None) -> str:
-    """Database key of an imported frame: the file's path without its suffix, separators as
-    ``_`` (and ``@frame`` for multi-frame files), so keys are unique per file and frame."""
-    stem = os.path.splitext(os.path.normpath(path))[0].lstrip("./")
-    key = re.sub(r"[^A-Za-z0-9_.+-]", "_", stem.replace(os.sep, "_")) or "structure"
+    """Database key of an imported frame: the file's path with separators as ``_`` (and
+    ``@frame`` for multi-frame files), so keys are unique per file and frame."""
+    name = os.path.normpath(path).lstrip("./")
+    key = re.sub(r"[^A-Za-z0-9_.+-]", "_", name.replace(os.sep, "_")) or "structure"
     return key if frame is None else f"{key}@{frame}"
 
 
@@ -169,7 +169,7 @@ class Pipeline:
                          "stages": list(self.job.stages), "seconds": self.timings,
                          "hpcvib_version": __version__})
         self.db.merge()
-        self.db.compact(COMPACT_SEGMENTS)
+        self.db.compact()  # one file again when the disk has room for the copy
 
     def _merge(self) -> None:
         self.comm.Barrier()
@@ -278,7 +278,8 @@ class Pipeline:
             rattrs = {"status": "ok", "energy_eV": ev.energy, "max_force_eV_A": fmax, "method": "imported as relaxed"}
             if fmax > imp["force_tol"]:
                 rattrs.update(status="failed", reason=f"largest force {fmax:.3g} eV/Å > force_tol {imp['force_tol']:g}: "
-                                                      "not relaxed (relax it: [import] relaxed = false and a [relax] table)")
+                                                      "not relaxed (relax it first: hpcvib import --relax, or [import] "
+                                                      "relaxed = false with a [relax] table)")
             records.append(self._relax_record(key, attrs, atoms if rattrs["status"] == "ok" else None, rattrs,
                                               attrs["strain"]))
         return records

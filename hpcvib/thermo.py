@@ -174,8 +174,10 @@ def analyse_structure(comm, atoms, potential, label: str = "<structure>", n_mode
     dh = hessian or assemble_hessian(comm, atoms, potential)
     timings["hessian"] = time.perf_counter() - t
     t = time.perf_counter()
-    if expect == "saddle" and solver == "auto":
-        solver = "mumps"
+    if expect == "saddle" and solver == "auto":  # CHOLMOD would fail on the negative pivot: skip it
+        from . import mumps_seq
+
+        solver = "mumps-metis" if comm.size == 1 and mumps_seq.available() else "mumps"
     pd = log_pseudo_determinant(dh, ordering=ordering, solver=solver)
     timings["factorisation"] = time.perf_counter() - t
     wanted = max(n_modes, pd.n_negative)  # the negative eigenvalues are always reported ...
@@ -192,7 +194,7 @@ def analyse_structure(comm, atoms, potential, label: str = "<structure>", n_mode
                                lowest, vectors, pd.pinned_atom, timings,
                                {"solver": fac.solver, "ordering": fac.ordering, "seconds": fac.seconds,
                                 "memory_MB_max_rank": fac.memory_mb_max, "memory_MB_total": fac.memory_mb_total,
-                                "ranks": comm.size})
+                                "estimated_mb": fac.info.get("estimated_mb"), "ranks": comm.size})
     check_kind(result, expect)
     return result
 

@@ -447,7 +447,7 @@ def test_import_stage_turns_structure_files_into_a_database(serial_db, tmp_path)
     db = Database(str(tmp_path / "imp.h5"))
     configs = db.read("configs", with_data=False)
     original = serial_db.read("configs", with_data=False)
-    prefix = str(tmp_path / "relaxed").lstrip("/").replace("/", "_")
+    prefix = str(tmp_path / "relaxed.extxyz").lstrip("/").replace("/", "_")
     compared = 0
     for k, frame in enumerate(frames):
         mine = configs[f"{prefix}@{k}"]
@@ -462,9 +462,9 @@ def test_import_stage_turns_structure_files_into_a_database(serial_db, tmp_path)
         assert mine["descriptors"].ok
         compared += 1
     assert compared >= 4
-    rat = configs[str(tmp_path / "rattled").lstrip("/").replace("/", "_")]["relax"]
+    rat = configs[str(tmp_path / "rattled.extxyz").lstrip("/").replace("/", "_")]["relax"]
     assert rat.attrs["status"] == "failed" and "not relaxed" in rat.attrs["reason"]
-    bad = configs[str(tmp_path / "bad").lstrip("/").replace("/", "_")]["generate"]
+    bad = configs[str(tmp_path / "bad.extxyz").lstrip("/").replace("/", "_")]["generate"]
     assert bad.attrs["status"] == "failed" and "cannot read" in bad.attrs["reason"]
     assert run("run", job).returncode == 0  # a rerun imports nothing new
     fit = json.loads(run("fit", db.path, "--target", "S_f", "--model", "linear", "--splits", "2", "-o",
