@@ -216,6 +216,8 @@ class ThermoCommand:
             raise InputError(f"--temperature must be positive (got {args.temperature} K)")
         if args.output and not args.local:
             raise InputError("-o/--output writes per-atom entropies: add --local")
+        if args.dos_plot and not args.spectrum:
+            raise InputError("--dos-plot draws the full spectrum: add --spectrum")
         if args.local and args.temperature is None and not args.reference:
             raise InputError("--local needs --temperature (for S_local) or --reference (for dS_local)")
         pot = collective_call(comm, load_potential, args.potential)
@@ -227,6 +229,9 @@ class ThermoCommand:
         expect = "minimum" if args.reference else args.expect
 
         def one(label, atoms):
+            if args.modes > 3 * len(atoms) - 3:
+                raise InputError(f"{label}: --modes {args.modes}, but D has only 3N − 3 = {3 * len(atoms) - 3} "
+                                 "non-zero eigenvalues (use --spectrum for all of them)")
             pot.species_index(atoms, label)
             dh = assemble_hessian(comm, atoms, pot)
             res = analyse_structure(comm, atoms, pot, label, n_modes=args.modes, expect=expect,

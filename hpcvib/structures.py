@@ -80,7 +80,9 @@ def read_structures(path: str | os.PathLike, index: str | int = ":", format: str
         frames = ase.io.read(path, index=index, format=fmt, parallel=False, **options)
     except Exception as exc:  # ASE raises many types for unreadable files
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot read structure ({detail})") from exc
+        hint = "" if format else "; if the suffix misleads, give the format: --format (an ASE format name, e.g. " \
+                                 "extxyz, lammps-data, lammps-dump-text, vasp)"
+        raise InputError(f"{path}: cannot read structure ({detail}){hint}") from exc
     if not isinstance(frames, list):
         frames = [frames]
     if not frames:

@@ -125,3 +125,21 @@ def test_keep_going_on_predict_and_descriptors(good_and_bad):
         assert proc.returncode == 3, proc.stderr[-2000:]
         rows = [json.loads(line) for line in proc.stdout.splitlines()]
         assert [r.get("status") == "failed" for r in rows].count(True) == 2 and len(rows) == 4
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--modes", "100000"], "--modes 100000, but D has only 3N − 3 = 159 non-zero eigenvalues"),
+    (["--dos-plot", "x.png"], "--dos-plot draws the full spectrum: add --spectrum"),
+])
+def test_arguments_are_checked_before_work(cell, extra, message):
+    proc = subprocess.run(HPCVIB + ["thermo", str(cell), "-p", "Fe_mm"] + extra, capture_output=True, text=True,
+                          env=_env(), timeout=300)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_suffix_suggests_format(tmp_path):
+    weird = tmp_path / "cell.weird"
+    weird.write_text("1\n\nFe 0 0 0\n")
+    proc = subprocess.run(HPCVIB + ["thermo", str(weird), "-p", "Fe_mm"], capture_output=True, text=True,
+                          env=_env(), timeout=300)
+    assert proc.returncode == 2 and "--format" in proc.stderr and str(weird) in proc.stderr
