@@ -604,7 +604,11 @@ class ImportCommand:
     @staticmethod
     def add_arguments(parser):
         parser.add_argument("database", metavar="DB.h5")
-        parser.add_argument("structures", nargs="+", metavar="STRUCTURE", help="files or globs")
+        parser.add_argument("structures", nargs="*", metavar="STRUCTURE", help="files or globs")
+        parser.add_argument("--events", nargs="+", default=[], metavar="EVENT",
+                            help="event files or globs, 2 or 3 frames each: minimum, first-order saddle[, final "
+                                 "minimum] (hpcvib saddle -o writes them): exact ΔE, ln ν* and D_m ⊕ D_s for "
+                                 "the event models")
         add_potential_argument(parser)
         parser.add_argument("--relax", action="store_true", help="relax the structures first (else they are "
                             "checked: largest force ≤ --force-tol)")
@@ -620,9 +624,14 @@ class ImportCommand:
         from .parallel import root_only
         from .pipeline import Pipeline, format_summary, summary_rows
 
+        if not args.structures and not args.events:
+            from .errors import InputError
+
+            raise InputError("give structure files to import, or --events EVENT...")
         raw = {"job": {"database": args.database, "name": "import"},
                "system": {"potential": args.potential, "lattice": args.lattice},
-               "import": {"files": list(args.structures), "format": args.file_format or "",
+               "import": {"files": list(args.structures), "events": list(args.events),
+                          "format": args.file_format or "",
                           "types": [t for t in (args.types or "").split(",") if t],
                           "relaxed": not args.relax, "force_tol": args.force_tol},
                "thermo": {}}

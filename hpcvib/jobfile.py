@@ -56,7 +56,7 @@ def _one_of(*allowed):
 
 
 def _file_patterns(v):
-    return None if v and all(isinstance(x, str) and x for x in v) else "give at least one file or glob"
+    return None if all(isinstance(x, str) and x for x in v) else "entries must be non-empty paths or globs"
 
 
 def _element_list(v):
@@ -136,6 +136,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "import": {
         "files": Key(list, [], _file_patterns, "structure files or globs (extxyz, LAMMPS data/dump, POSCAR, ...); "
                      "a multi-frame file gives one configuration per frame; extxyz info 'family' labels it"),
+        "events": Key(list, [], _file_patterns, "event files or globs: 2 or 3 frames each — minimum, first-order "
+                      "saddle[, final minimum] (hpcvib saddle -o writes them; cat ARTn's min and sad files)"),
         "format": Key(str, "", doc="ASE format when the suffix does not tell (e.g. lammps-dump-text)"),
         "types": Key(list, [], _element_list, "element of each LAMMPS atom type, in type order"),
         "relaxed": Key(bool, True, doc="the structures are relaxed minima: forces are checked against "
@@ -268,8 +270,8 @@ def validate(raw: dict, path: str) -> Job:
         raise InputError(f"{path}: [amorphous] needs lattice = \"amorphous\" in [system]")
     if not job.stages:
         raise InputError(f"{path}: no stage table ({', '.join(STAGE_TABLES)})")
-    if "import" in job.stages and not job["import"]["files"]:
-        raise InputError(f"{path}: [import] needs files = [\"...\"] (structure files or globs)")
+    if "import" in job.stages and not (job["import"]["files"] or job["import"]["events"]):
+        raise InputError(f"{path}: [import] needs files = [\"...\"] or events = [\"...\"] (files or globs)")
     return job
 
 

@@ -212,39 +212,123 @@ class Pipeline:
     def stage_import(self) -> None:
         root_only(self.comm, self._import)
         self._merge()
+        if self.job["import"]["events"]:
+            keys = root_only(self.comm, self._import_event_sources)
+            self._merge()
+            todo = sorted(set(keys) - self.db.completed("event", "events"))
+            self.log.info("import: %d events to analyse (%d done)", len(todo), len(keys) - len(todo))
+            self._farm(todo, self._event_import_task, "imported events")
 
     def _import(self) -> None:
         """One configuration per frame of the [import] files: a ``generate`` record with the
         structure and its labels (extxyz ``info``: family, any key = value), and — for
         structures trusted as relaxed — a ``relax`` record after the force check. A bcc host's
         strain and perfect reference come from its cell. Bad frames are recorded as failed."""
-        import glob
-
         from .errors import HpcvibError
-        from .jobfile import expand_path
         from .structures import read_structures
 
         imp = self.job["import"]
         done = self.db.completed("generate")
         n_new = 0
-        for spec in imp["files"]:
+        for path in self._expanded(imp["files"]):
+            try:
+                frames = read_structures(path, format=imp["format"] or None, types=imp["types"] or None)
+            except HpcvibError as exc:
+                frames = [exc]
+            for k, atoms in enumerate(frames):
+                key = import_key(path, k if len(frames) > 1 else None)
+                if key in done:
+                    continue
+                for rec in self._import_records(key, path, atoms):
+                    self.db.write(rec)
+                n_new += 1
+        self.log.info("import: %d new configurations (%d already in the database)", n_new, len(done))
+
+    def _expanded(self, patterns) -> list:
+        import glob
+
+        from .jobfile import expand_path
+
+        out = []
+        for spec in patterns:
             pattern = expand_path(spec)
             paths = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
             if not paths:
-                raise InputError(f"{self.job.path}: [import] files: {spec} matches no file")
-            for path in paths:
-                try:
-                    frames = read_structures(path, format=imp["format"] or None, types=imp["types"] or None)
-                except HpcvibError as exc:
-                    frames = [exc]
-                for k, atoms in enumerate(frames):
-                    key = import_key(path, k if len(frames) > 1 else None)
-                    if key in done:
-                        continue
-                    for rec in self._import_records(key, path, atoms):
-                        self.db.write(rec)
-                    n_new += 1
-        self.log.info("import: %d new configurations (%d already in the database)", n_new, len(done))
+                raise InputError(f"{self.job.path}: [import] {spec} matches no file")
+            out += paths
+        return out
+
+    def _import_event_sources(self) -> list:
+        """Every [import] events file as an ``events/<key>/source`` record (its frames), once."""
+        from .errors import HpcvibError
+        from .structures import read_structures
+
+        imp = self.job["import"]
+        done = self.db.completed("source", "events")
+        keys = []
+        for path in self._expanded(imp["events"]):
+            key = import_key(path, None)
+            keys.append(key)
+            if key in done:
+                continue
+            try:
+                frames = read_structures(path, format=imp["format"] or None, types=imp["types"] or None)
+                if len(frames) not in (2, 3):
+                    raise InputError(f"{path}: an event file has 2 or 3 frames (minimum, saddle[, final "
+                                     f"minimum]), not {len(frames)}")
+                data = {f"{name}_{k}": v for name, atoms in zip(("minimum", "saddle", "final"), frames)
+                        for k, v in structure_data(atoms).items()}
+                self.db.write(Record("events", key, "source", {"status": "ok", "source": path,
+                                                               "frames": len(frames)}, data))
+            except HpcvibError as exc:
+                self.db.write(Record("events", key, "source", {"status": "failed", "source": path,
+                                                               "reason": str(exc)}))
+        return keys
+
+    def _event_import_task(self, group, key) -> None:
+        """Exact ΔE, ln ν* (Eq. 24–25: two factorisations and λ_neg) and the descriptors D_m, D_s
+        of an imported minimum–saddle pair, as an ``events/<key>/event`` record."""
+        from ase import Atoms
+
+        from .descriptors import descriptor_sums
+        from .errors import HpcvibError
+        from .thermo import analyse_structure, check_same_system, ln_attack_frequency
+
+        t = time.perf_counter()
+        src = root_only(group, self.db.read_record, "events", key, "source")
+        attrs = {"source": src.attrs["source"], "minimum": key, "strain": 0.0}
+        if not src.ok:
+            self._write(group, Record("events", key, "event", dict(attrs, status="failed", reason=src.attrs["reason"])))
+            return
+
+        def frame(name):
+            d = src.data
+            return Atoms(numbers=d[f"{name}_numbers"], positions=d[f"{name}_positions"], cell=d[f"{name}_cell"],
+                         masses=d[f"{name}_masses"], pbc=True)
+        minimum, saddle = frame("minimum"), frame("saddle")
+        tol = float(self.job["import"]["force_tol"])
+        try:
+            check_same_system(minimum, saddle, f"{key} (minimum)", f"{key} (saddle)")
+            m = analyse_structure(group, minimum, self.pot, f"{key} (minimum)", expect="minimum", force_tol=tol)
+            s = analyse_structure(group, saddle, self.pot, f"{key} (saddle)", expect="saddle", force_tol=tol)
+        except HpcvibError as exc:  # raised on every rank of the group
+            self._write(group, Record("events", key, "event", dict(attrs, status="failed", reason=str(exc))))
+            return
+        lam = float(s.lowest_eigenvalues[0])
+        settings = self.descriptor_settings()
+        shift = saddle.positions - minimum.positions
+        shift -= np.rint(shift @ np.linalg.inv(minimum.cell.array)) @ minimum.cell.array
+        attrs.update(status="ok", delta_E_eV=s.energy - m.energy, ln_nu_THz=ln_attack_frequency(m.ln_det_prime,
+                     s.ln_det_prime, lam), lambda_neg=lam, n_negative=s.n_negative, ln_det_minimum=m.ln_det_prime,
+                     ln_abs_det_saddle=s.ln_det_prime, max_displacement_A=float(np.linalg.norm(shift, axis=1).max()),
+                     energies={"minimum": m.energy, "saddle": s.energy}, settings=settings.as_dict(),
+                     seconds=time.perf_counter() - t, ranks=group.size)
+        attrs["nu_THz"] = float(np.exp(attrs["ln_nu_THz"]))
+        data = {"saddle_positions": saddle.positions, "D_min": descriptor_sums(group, minimum, settings).D,
+                "D_saddle": descriptor_sums(group, saddle, settings).D}
+        if src.attrs.get("frames") == 3:
+            data["final_positions"] = src.data["final_positions"]
+        self._write(group, Record("events", key, "event", attrs, data))
 
     def _import_records(self, key: str, path: str, atoms) -> list:
         """generate (and relax) records of one imported frame, or a failed generate record."""

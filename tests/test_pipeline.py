@@ -499,6 +499,39 @@ def test_import_command_lammps_data_with_types_equals_extxyz(tmp_path):
     assert abs(float(rows[0]["E_f_eV"]) - float(rows[1]["E_f_eV"])) < 1e-9
 
 
+@serial_only()
+def test_import_events_from_saddle_output(tmp_path):
+    """`hpcvib saddle -o EV.extxyz` (minimum, saddle, final minimum) imported with `import --events`:
+    the event record's ΔE and ln ν* equal the saddle search's own (the same structures, written to
+    extxyz at 1e-8 Å, analysed again by two exact factorisations), with D_m ⊕ D_s for the event
+    models; a 1-frame file and a minimum given as the saddle are recorded as failed."""
+    import ase.io
+
+    from hpcvib.exact_minimum import fire
+    from hpcvib.potentials import load_potential
+    from hpcvib.structures import bcc_supercell
+
+    atoms = bcc_supercell(4, fe_a0())
+    del atoms[0]
+    fire(atoms, load_potential("Fe_mm"), 1e-6, 20000)
+    ase.io.write(tmp_path / "min.extxyz", atoms)
+    search = json.loads(run("saddle", tmp_path / "min.extxyz", "-p", "Fe_mm", "--seed", "3", "-o",
+                            tmp_path / "ev.extxyz", "--json").stdout)
+    assert search["status"] == "ok"
+    ase.io.write(tmp_path / "one.extxyz", atoms)
+    ase.io.write(tmp_path / "two_minima.extxyz", [atoms, atoms])
+    run("import", tmp_path / "ev.h5", "--events", tmp_path / "ev.extxyz", tmp_path / "one.extxyz",
+        tmp_path / "two_minima.extxyz", "-p", "Fe_mm")
+    events = {k: st["event"] for k, st in Database(str(tmp_path / "ev.h5")).read("events").items()}
+    ev = next(v for k, v in events.items() if k.endswith("_ev.extxyz"))
+    assert ev.ok and abs(ev.attrs["delta_E_eV"] - search["delta_E_eV"]) < 1e-7
+    assert abs(ev.attrs["ln_nu_THz"] - search["ln_nu_THz"]) < 1e-5
+    assert ev.data["D_min"].shape == ev.data["D_saddle"].shape == (35,)
+    failed = [v.attrs["reason"] for k, v in events.items() if not v.ok]
+    assert len(failed) == 2
+    assert any("2 or 3 frames" in r for r in failed) and any("saddle" in r for r in failed)
+
+
 def test_small_perfect_reference_gives_the_same_excess(comm):
     """ΔD, ΔDD against a 2×2×2 perfect cell equal those against the full-size perfect cell."""
     from hpcvib.descriptors import DescriptorSettings, descriptor_sums
