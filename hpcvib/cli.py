@@ -676,7 +676,11 @@ class ExportCommand:
     @staticmethod
     def add_arguments(parser):
         parser.add_argument("database", metavar="DB.h5")
-        parser.add_argument("-o", "--output", required=True, help="output file: .extxyz/.xyz, .csv or .npz")
+        parser.add_argument("-o", "--output", required=True,
+                            help="output file: .extxyz/.xyz, .csv or .npz; with --events a folder")
+        parser.add_argument("--events", action="store_true",
+                            help="the events instead: one extxyz per event (minimum, saddle, final minimum; "
+                                 "results in the saddle's info), as `hpcvib import --events` reads them")
 
     @staticmethod
     def run(args, comm):
@@ -686,7 +690,11 @@ class ExportCommand:
         from .parallel import root_only
 
         db = Database(args.database)
-        if args.output.endswith(".csv"):
+        if args.events:
+            from .database import export_events
+
+            n = root_only(comm, export_events, db, args.output)
+        elif args.output.endswith(".csv"):
             n = root_only(comm, export_csv, db, args.output)
         elif args.output.endswith((".xyz", ".extxyz")):
             n = root_only(comm, export_extxyz, db, args.output)

@@ -474,3 +474,47 @@ def export_extxyz(db: Database, path: str, stage: str = "relax") -> int:
     with atomic_output(path) as tmp:
         write(tmp, frames, format="extxyz")
     return len(frames)
+
+
+def event_frames(db: Database, key: str, record: Record):
+    """(minimum, saddle[, final minimum]) of an ok event as ase.Atoms with its results in the
+    saddle's ``info``: the triplet an ``[import] events`` file holds (round trip)."""
+    source = db.read_record("events", key, "source")
+    if source is not None:  # an imported event: its own frames
+        from ase import Atoms
+
+        d = source.data
+        minimum = Atoms(numbers=d["minimum_numbers"], positions=d["minimum_positions"], cell=d["minimum_cell"],
+                        masses=d["minimum_masses"], pbc=True)
+    else:
+        minimum = atoms_from_record(db.read_record("configs", record.attrs["minimum"], "relax"))
+    frames = [minimum]
+    for name in ("saddle_positions", "final_positions"):
+        if name in record.data:
+            atoms = minimum.copy()
+            atoms.positions = record.data[name]
+            frames.append(atoms)
+    info = {k: v for k, v in record.attrs.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    minimum.info.update(event=key, role="minimum")
+    frames[1].info.update(info, event=key, role="saddle")
+    if len(frames) > 2:
+        frames[2].info.update(event=key, role="final minimum")
+    return frames
+
+
+def export_events(db: Database, folder: str) -> int:
+    """One extxyz file per ok event in ``folder`` (``<key>.extxyz``: minimum, saddle, final
+    minimum) — what ``hpcvib import --events`` reads back."""
+    from ase.io import write
+
+    os.makedirs(folder, exist_ok=True)
+    n = 0
+    for key, st in sorted(db.read("events").items()):
+        rec = st.get("event")
+        if rec is None or not rec.ok:
+            continue
+        path = os.path.join(folder, key if key.endswith(".extxyz") else f"{key}.extxyz")
+        with atomic_output(path) as tmp:
+            write(tmp, event_frames(db, key, rec), format="extxyz")
+        n += 1
+    return n

@@ -530,6 +530,14 @@ def test_import_events_from_saddle_output(tmp_path):
     failed = [v.attrs["reason"] for k, v in events.items() if not v.ok]
     assert len(failed) == 2
     assert any("2 or 3 frames" in r for r in failed) and any("saddle" in r for r in failed)
+    # round trip: the database's events as triplet files, imported again, give the same numbers
+    run("export", tmp_path / "ev.h5", "--events", "-o", tmp_path / "out")
+    assert len(os.listdir(tmp_path / "out")) == 1
+    run("import", tmp_path / "back.h5", "--events", str(tmp_path / "out" / "*.extxyz"), "-p", "Fe_mm")
+    back, = [st["event"] for st in Database(str(tmp_path / "back.h5")).read("events").values()]
+    for name in ("delta_E_eV", "ln_nu_THz", "lambda_neg"):
+        assert back.attrs[name] == ev.attrs[name], name
+    assert np.array_equal(back.data["D_saddle"], ev.data["D_saddle"])
 
 
 def test_small_perfect_reference_gives_the_same_excess(comm):
@@ -584,6 +592,16 @@ def test_saddle_stage_events_and_event_models(tmp_path):
     def dump(evs):  # failed searches carry NaN results: compare their text
         return json.dumps({k: st["event"].attrs for k, st in sorted(evs.items())}, sort_keys=True)
     assert dump(after) == dump(events)
+    # the searched events as triplet files: imported again, the same ΔE and ln ν* (to the 1e-8 Å
+    # of extxyz positions)
+    run("export", tmp_path / "ev.h5", "--events", "-o", tmp_path / "triplets")
+    assert len(os.listdir(tmp_path / "triplets")) == len(ok)
+    run("import", tmp_path / "again.h5", "--events", str(tmp_path / "triplets" / "*.extxyz"), "-p", "Fe_mm")
+    again = {k.split("_")[-1].replace(".extxyz", ""): st["event"] for k, st in
+             Database(str(tmp_path / "again.h5")).read("events").items()}
+    for k in ok:
+        assert abs(again[k].attrs["delta_E_eV"] - events[k]["event"].attrs["delta_E_eV"]) < 1e-6
+        assert abs(again[k].attrs["ln_nu_THz"] - events[k]["event"].attrs["ln_nu_THz"]) < 1e-4
     if len(ok) >= 2:
         out = json.loads(run("fit", tmp_path / "ev.h5", "--target", "dE", "--model", "linear", "--splits", "2",
                              "-o", tmp_path / "m", "--json").stdout)
