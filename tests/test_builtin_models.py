@@ -53,3 +53,28 @@ def test_builtin_model_predicts_lammps_relaxed_cells(model, tmp_path):
                                          text=True, env=_env(), timeout=300, check=True).stdout)
         sigma = max(pred["S_f_std_kB"], pred.get("S_f_std_pops_kB", 0.0))
         assert abs(pred["S_f_kB"] - exact["S_f_kB"]) < 3 * sigma, (name, pred, exact["S_f_kB"])
+
+
+def test_prediction_runs_without_petsc(tmp_path):
+    """Descriptors, models and prediction import and run with petsc4py and slepc4py blocked
+    (a laptop or login node without PETSc can predict)."""
+    import sys
+
+    script = tmp_path / "nopetsc.py"
+    script.write_text(
+        "import sys\n"
+        "sys.modules['petsc4py'] = None\n"
+        "sys.modules['slepc4py'] = None\n"
+        "from mpi4py import MPI\n"
+        "from hpcvib.models import SavedModel\n"
+        "from hpcvib.prediction import predict_entropy, primitive_reference, settings_from_model\n"
+        "from hpcvib.structures import bcc_supercell\n"
+        "from hpcvib.thermo import perfect_bcc_reference\n"
+        "saved = SavedModel.load('Fe_mm-Sf-linear')\n"
+        "atoms = bcc_supercell(4, 2.855312)\n"
+        "del atoms[0]\n"
+        "ref = primitive_reference(perfect_bcc_reference(atoms))\n"
+        "print(predict_entropy(MPI.COMM_SELF, saved, atoms, ref, settings_from_model(saved))['S_f_kB'])\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.isfinite(float(proc.stdout.strip().splitlines()[-1]))
