@@ -836,7 +836,7 @@ class PredictCommand:
     @staticmethod
     def add_arguments(parser):
         parser.add_argument("model", metavar="MODEL", help="a model file from `hpcvib fit`, or a built-in model: "
-                            "Fe_mm-Sf-linear, Fe_mm-Sf-eqml (trained on the paper's Fe database, see "
+                            "Fe_mm-Sf-linear (one linear model per strain class, trained on the paper's Fe database, see "
                             "hpcvib/data/models/README.md)")
         parser.add_argument("structures", nargs="+", metavar="STRUCTURE")
         parser.add_argument("--reference", help="perfect reference cell (default: built for bcc cells)")
