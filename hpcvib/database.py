@@ -429,9 +429,11 @@ def flat_table(db: Database, configs: dict | None = None) -> list[dict]:
     (``configs``: an already-read ``db.read("configs")``)."""
     rows = []
     configs = db.read("configs", with_data=False) if configs is None else configs
+    present = {st for stages in configs.values() for st in stages}
+    order = list(STAGES) + sorted(present - set(STAGES))  # stages added by a job-stage plug-in last
     for key, stages in sorted(configs.items()):
         row = {"key": key}
-        for st in STAGES:
+        for st in order:
             rec = stages.get(st)
             row[f"{st}_status"] = None if rec is None else rec.attrs.get("status", "ok")
             if rec is None:

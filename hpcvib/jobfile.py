@@ -216,6 +216,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
 }
 
 
+def register_stage_table(name: str, keys: dict, after: str) -> None:
+    """Add the job-file table ``[name]`` (its keys: name → :class:`Key`), a stage run after the
+    stage ``after`` (see :func:`hpcvib.pipeline.register_stage`)."""
+    global STAGE_TABLES
+    if name in SCHEMA:
+        raise ValueError(f"job-file table [{name}] exists already")
+    if after not in STAGE_TABLES:
+        raise ValueError(f"unknown stage {after!r} (stages: {', '.join(STAGE_TABLES)})")
+    SCHEMA[name] = dict(keys)
+    i = STAGE_TABLES.index(after) + 1
+    STAGE_TABLES = STAGE_TABLES[:i] + (name,) + STAGE_TABLES[i:]
+
+
 class Job(dict):
     """Validated job: ``job[table][key]``; ``job.stages`` lists the stage tables present."""
 

@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 
-from . import __version__
+from . import __version__, jobfile
 from .database import Database, Record, atoms_from_record, structure_data
 from .errors import ConvergenceError, InputError, NotAMinimumError
 from .farm import run_tasks
@@ -109,7 +109,7 @@ class Pipeline:
     def _run_stage(self, stage: str) -> None:
         t = time.perf_counter()
         self.log.info("== stage %s ==", stage)
-        getattr(self, f"stage_{stage}")()
+        STAGE_RUNNERS[stage](self)
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t
         self.log.info("stage %s finished in %.1f s", stage, time.perf_counter() - t)
 
@@ -893,6 +893,21 @@ class Pipeline:
 
         path = root_only(self.comm, write_report, self.db, self.job)
         self.log.info("report: %s", path)
+
+
+#: job stage → function(pipeline) that runs it (the built-ins are the ``stage_<name>`` methods);
+#: add one with :func:`register_stage`
+STAGE_RUNNERS = {name: getattr(Pipeline, f"stage_{name}") for name in jobfile.STAGE_TABLES}
+
+
+def register_stage(name: str, keys: dict, run, after: str) -> None:
+    """A new job stage in one call: its job-file table ``[name]`` with ``keys``
+    (name → :class:`hpcvib.jobfile.Key`, validated and defaulted like every table), run by
+    ``run(pipeline)`` after the stage ``after`` when a job file has the table. ``run`` writes
+    its records with ``pipeline._write`` / farms tasks with ``pipeline._farm``; a record in
+    ``configs/<key>/<name>`` shows up in ``status``, ``export`` and the summary."""
+    jobfile.register_stage_table(name, keys, after)
+    STAGE_RUNNERS[name] = run
 
 
 def summary_rows(db: Database) -> dict:

@@ -540,6 +540,54 @@ def test_import_events_from_saddle_output(tmp_path):
     assert np.array_equal(back.data["D_saddle"], ev.data["D_saddle"])
 
 
+def test_a_new_job_stage_is_one_registration(serial_db, tmp_path, monkeypatch):
+    """A toy stage registered without touching any other file: its table is validated and
+    defaulted like every table, it runs after [thermo] on the job's ranks, and its records show up
+    in the database's flat table."""
+    from hpcvib import jobfile, pipeline
+    from hpcvib.database import flat_table
+    from hpcvib.jobfile import Key
+    from hpcvib.parallel import root_only
+
+    monkeypatch.setattr(jobfile, "SCHEMA", dict(jobfile.SCHEMA))
+    monkeypatch.setattr(jobfile, "STAGE_TABLES", jobfile.STAGE_TABLES)
+    monkeypatch.setattr(pipeline, "STAGE_RUNNERS", dict(pipeline.STAGE_RUNNERS))
+
+    def toy(pipe):
+        """S_f per atom of every configuration with exact thermo, times [toy] scale."""
+        keys = pipe._keys_with("thermo", lambda rec: rec.ok and "S_f_kB" in rec.attrs)
+
+        def task(group, key):
+            th = root_only(group, pipe.db.read_record, "configs", key, "thermo")
+            rel = root_only(group, pipe.db.read_record, "configs", key, "relax")
+            value = pipe.job["toy"]["scale"] * th.attrs["S_f_kB"] / len(rel.data["positions"])
+            pipe._write(group, Record("configs", key, "toy", {"status": "ok", "scaled_S_f_per_atom": value}))
+        pipe._farm(keys, task, "toy")
+
+    pipeline.register_stage("toy", {"scale": Key((float, int), 1.0, None, "a factor")}, toy, after="thermo")
+    assert jobfile.STAGE_TABLES.index("toy") == jobfile.STAGE_TABLES.index("thermo") + 1
+    bad = tmp_path / f"bad{MPI.COMM_WORLD.rank}.toml"
+    bad.write_text('[job]\ndatabase = "x.h5"\n[system]\npotential = "Fe_mm"\n[toy]\nscael = 2\n')
+    with pytest.raises(InputError, match="unknown key 'scael' in \\[toy\\]"):
+        load_job(str(bad))
+    folder = str(tmp_path / f"toy{MPI.COMM_WORLD.rank}")
+    os.makedirs(folder)
+    job = load_job(write_job(folder, extra="[toy]\nscale = 2.0\n"))
+    assert job.stages.index("toy") == job.stages.index("thermo") + 1
+    Pipeline(MPI.COMM_SELF, job).run()
+    db = Database(os.path.join(folder, "db.h5"))
+    rows = {r["key"]: r for r in flat_table(db)}
+    reference = serial_db.read("configs", "thermo", with_data=False)
+    checked = 0
+    for key, st in reference.items():
+        if st["thermo"].ok and "S_f_kB" in st["thermo"].attrs:
+            n = st["thermo"].attrs.get("n_atoms") or len(serial_db.read_record("configs", key, "relax").data["positions"])
+            assert rows[key]["toy_status"] == "ok"
+            assert rows[key]["scaled_S_f_per_atom"] == pytest.approx(2.0 * st["thermo"].attrs["S_f_kB"] / n, rel=1e-12)
+            checked += 1
+    assert checked >= 4
+
+
 def test_small_perfect_reference_gives_the_same_excess(comm):
     """ΔD, ΔDD against a 2×2×2 perfect cell equal those against the full-size perfect cell."""
     from hpcvib.descriptors import DescriptorSettings, descriptor_sums
