@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -199,33 +200,24 @@ class Database:
     # ---------------------------------------------------------------- writing
     def create(self, provenance: dict) -> None:
         """Create an empty database (if absent) and the pending folder. Rank 0 only."""
-        import h5py
-
         os.makedirs(self.pending_dir, exist_ok=True)
         if os.path.exists(self.path):
             self._check_readable()
             return
-        with atomic_output(self.path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                prov = f.create_group("provenance")
-                for k, v in provenance.items():
-                    prov.attrs[k] = _encode_attr(v)
-                prov.create_group("runs")
-                for s in SECTIONS:
-                    f.create_group(s)
+        def build(f):
+            prov = f.create_group("provenance")
+            for k, v in provenance.items():
+                prov.attrs[k] = _encode_attr(v)
+            prov.create_group("runs")
+            for s in SECTIONS:
+                f.create_group(s)
+        write_hdf5_image(self.path, build)
 
     def write(self, record: Record) -> None:
         """Write one record atomically as a file in the pending folder (any rank)."""
-        import h5py
-
         name = f"{record.section}~{_check_name(record.key)}~{record.stage}.h5"
-        target = os.path.join(self.pending_dir, name)
-        with atomic_output(target) as tmp:
-            with h5py.File(tmp, "w") as f:
-                _write_group(f.create_group(record.path), record)
-                f.flush()
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
+        write_hdf5_image(os.path.join(self.pending_dir, name),
+                         lambda f: _write_group(f.create_group(record.path), record))
 
     def add_run(self, info: dict) -> None:
         """Append a job-run entry (parameters, timings, counts) to /provenance/runs."""
@@ -235,8 +227,6 @@ class Database:
     def merge(self) -> int:
         """Fold the pending records into a new segment (written atomically; the main file is
         untouched). Rank 0 only. Returns the number of records merged."""
-        import h5py
-
         pending = self._pending()
         if not pending:
             return 0
@@ -244,15 +234,16 @@ class Database:
         segments = self.segments()
         number = int(os.path.basename(segments[-1])[len(SEGMENT_PREFIX):-3]) + 1 if segments else 0
         merged = []
-        with atomic_output(os.path.join(self.pending_dir, f"{SEGMENT_PREFIX}{number:06d}.h5")) as tmp:
-            with h5py.File(tmp, "w") as dst:
-                for p in pending:
-                    src = self._open(p)
-                    if src is None:
-                        continue
-                    with src:
-                        _copy_record(src, dst, *os.path.basename(p)[:-3].split("~"))
-                    merged.append(p)
+
+        def build(dst):
+            for p in pending:
+                src = self._open(p)
+                if src is None:
+                    continue
+                with src:
+                    _copy_record(src, dst, *os.path.basename(p)[:-3].split("~"))
+                merged.append(p)
+        write_hdf5_image(os.path.join(self.pending_dir, f"{SEGMENT_PREFIX}{number:06d}.h5"), build)
         for p in merged:
             os.remove(p)
         return len(merged)
@@ -269,10 +260,13 @@ class Database:
         size = os.path.getsize(self.path) + sum(os.path.getsize(p) for p in segments)
         try:
             self._require_free(size, "folding the segments into the main file")
+            _reserve(os.path.dirname(self.path), int(size * FREE_SPACE_MARGIN))
         except OSError as exc:
             from .log import get_logger
 
-            get_logger("database").warning("%s: %s", self.path, exc.strerror)
+            get_logger("database").warning("%s: segments not folded into the main file (%s); the database is "
+                                           "complete as it is (main file + %s)", self.path, exc.strerror or exc,
+                                           os.path.basename(self.pending_dir))
             return False
         with atomic_output(self.path) as tmp:
             shutil.copyfile(self.path, tmp)
@@ -392,6 +386,34 @@ def _record_paths(f):
                 yield section, key, stage, f"/{section}/{key}/{stage}"
     for key in (f["provenance/runs"] if "provenance/runs" in f else ()):
         yield "provenance", key, "run", f"/provenance/runs/{key}"
+
+
+# -------------------------------------------------------------------- writing HDF5 safely
+def write_hdf5_image(path: str, build) -> None:
+    """Build an HDF5 file in memory (``build(h5py.File)``) and write its bytes to ``path``
+    atomically (:func:`hpcvib.fileio.atomic_output`): HDF5 never writes to the disk itself, so a
+    full disk or an exceeded quota is an ``OSError`` naming ``path`` — HDF5's own write errors
+    at close crash the process (measured: a segmentation fault under a file-size limit)."""
+    import h5py
+
+    with h5py.File(f"in-memory:{path}", "w", driver="core", backing_store=False) as f:
+        build(f)
+        f.flush()
+        image = f.id.get_file_image()
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(image)
+
+
+def _reserve(folder: str, nbytes: int) -> None:
+    """OSError unless ``nbytes`` can really be written in ``folder`` (quotas and file-size limits
+    included, which free-space figures do not show): a temporary file is allocated and removed."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-reserve-", dir=folder)
+    try:
+        os.posix_fallocate(fd, 0, max(nbytes, 1))
+    finally:
+        os.close(fd)
+        os.remove(tmp)
 
 
 # -------------------------------------------------------------------- labels

@@ -90,6 +90,16 @@ class Factorisation:
     solver: str = "mumps"
 
 
+def petsc_error_summary(exc) -> str:
+    """A PETSc error's message on one line: its own words without the traceback of C functions
+    (``Input string banana has no integer value``, not ten lines of ``[0] PCSetUp() at ...``)."""
+    import re
+
+    words = [re.sub(r"^\[\d+\]\s*", "", line).strip() for line in str(exc).splitlines()]
+    words = [w for w in words if w and not re.search(r"\(\) at \S+:\d+$", w) and not w.startswith("error code")]
+    return "; ".join(words) or str(exc).splitlines()[0]
+
+
 @contextlib.contextmanager
 def petsc_defaults(prefix: str, defaults: dict):
     """``defaults`` in the PETSc options database under ``prefix`` for the duration of one solve,
@@ -158,7 +168,7 @@ def mumps_logdet(mat, ordering: str = DEFAULT_ORDERING, keep_factors: bool = Fal
                     pc.setUp()
             except PETSc.Error as exc:
                 raise HpcvibError(f"MUMPS factorisation failed: INFOG(1)={F.getMumpsInfog(1)}, "
-                                  f"INFOG(2)={F.getMumpsInfog(2)} ({exc})") from exc
+                                  f"INFOG(2)={F.getMumpsInfog(2)} ({petsc_error_summary(exc)})") from None
         seconds = time.perf_counter() - t0
         mantissa = F.getMumpsRinfog(12)
         exponent = F.getMumpsInfog(34)
@@ -205,7 +215,7 @@ def mumps_solve(mat, rhs_local: np.ndarray) -> np.ndarray:
             try:
                 ksp.solve(b, x)
             except PETSc.Error as exc:
-                raise HpcvibError(f"MUMPS solve failed (singular matrix?): {exc}") from exc
+                raise HpcvibError(f"MUMPS solve failed (singular matrix?): {petsc_error_summary(exc)}") from None
         if ksp.getConvergedReason() < 0:
             raise HpcvibError(f"MUMPS solve failed: KSP reason {ksp.getConvergedReason()}")
         return x.getArray().copy()

@@ -143,3 +143,53 @@ def test_unknown_suffix_suggests_format(tmp_path):
     proc = subprocess.run(HPCVIB + ["thermo", str(weird), "-p", "Fe_mm"], capture_output=True, text=True,
                           env=_env(), timeout=300)
     assert proc.returncode == 2 and "--format" in proc.stderr and str(weird) in proc.stderr
+
+
+def test_bad_petsc_option_value_is_one_line(cell):
+    proc = subprocess.run(HPCVIB + ["--petsc-options=-hpcvib_det_mat_mumps_icntl_7 banana", "thermo", str(cell),
+                                    "-p", "Fe_mm", "--solver", "mumps"], capture_output=True, text=True,
+                          env=_env(), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line, = [x for x in proc.stderr.splitlines() if x.startswith("hpcvib: error:")]
+    assert "banana" in line and "[0]" not in proc.stderr
+
+
+def test_full_disk_during_a_job_is_one_line_and_the_job_resumes(tmp_path):
+    """A file-size limit (a full disk or a quota for the writer) hit while a job merges its records:
+    one line naming the file, exit 2, no temporary file left (HDF5 used to segfault here); the
+    same command without the limit then finishes, with the results of an unhindered run."""
+    import json
+
+    def job(folder):
+        path = folder / "job.toml"
+        path.write_text(f'[job]\ndatabase = "{folder / "db.h5"}"\n[system]\npotential = "Fe_mm"\ncell = 4\n'
+                        '[generate]\nvacancies = [1, 2]\ninterstitials = []\ncrowdions = false\n'
+                        '[relax]\nstrains = [0.0, 0.01]\n[thermo]\n[descriptors]\n')
+        return str(path)
+
+    limited, free = tmp_path / "limited", tmp_path / "free"
+    limited.mkdir(), free.mkdir()
+    script = ("import sys, resource; from mpi4py import MPI; "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000)); "
+              "from hpcvib.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", script, "-q", "run", job(limited)], capture_output=True, text=True,
+                          env=_env(), timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("hpcvib: error:") == 1 and "write failed" in proc.stderr
+    assert "Traceback" not in proc.stderr and "SEGV" not in proc.stderr
+    leftovers = [os.path.join(d, f) for d, _, files in os.walk(limited) for f in files if f.startswith(".tmp-")]
+    assert leftovers == []
+    for folder in (limited, free):
+        subprocess.run(HPCVIB + ["-q", "run", job(folder)], capture_output=True, text=True, env=_env(), timeout=600,
+                       check=True)
+
+    def results(folder):
+        status = subprocess.run(HPCVIB + ["export", str(folder / "db.h5"), "-o", str(folder / "t.csv")],
+                                capture_output=True, text=True, env=_env(), timeout=300, check=True)
+        assert status.returncode == 0
+        import csv
+
+        return {r["key"]: (r["thermo_status"], r.get("S_f_kB")) for r in csv.DictReader(open(folder / "t.csv"))}
+    assert results(limited) == results(free) and len(results(free)) >= 4
+    assert json.loads(subprocess.run(HPCVIB + ["status", str(limited / "db.h5"), "--json"], capture_output=True,
+                                     text=True, env=_env(), timeout=300).stdout)["counts"]["thermo"]["ok"] >= 4

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcvib.database import Database, Record, atoms_from_record, structure_data
+from hpcvib.database import Database, Record, atoms_from_record
 from hpcvib.errors import InputError
 from hpcvib.jobfile import load_job
 from hpcvib.pipeline import Pipeline, find_duplicates, lattice_fingerprint
@@ -308,19 +308,25 @@ def test_batched_job_on_the_farm_equals_serial(tmp_path_factory, comm):
     assert statuses.count("ok") >= 4 and "duplicate" in statuses
 
 
-@serial_only()
-def test_killed_job_resumes_to_identical_results(serial_db, tmp_path):
-    job = write_job(str(tmp_path))
-    cmd = [sys.executable, "-m", "hpcvib.cli", "run", job]
-    proc = subprocess.Popen(cmd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pending = str(tmp_path / "db.h5.d")
+def _kill_job_after_relax_records(job: str, folder, n: int) -> str:
+    """Start `hpcvib run JOB`, SIGKILL it once ``n`` relax records are pending; the pending folder."""
+    proc = subprocess.Popen([sys.executable, "-m", "hpcvib.cli", "run", job], env=clean_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pending = str(folder / "db.h5.d")
     deadline = time.time() + 120
     while time.time() < deadline:
-        if os.path.isdir(pending) and sum(f.endswith("~relax.h5") for f in os.listdir(pending)) >= 3:
+        if os.path.isdir(pending) and sum(f.endswith("~relax.h5") for f in os.listdir(pending)) >= n:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    return pending
+
+
+@serial_only()
+def test_killed_job_resumes_to_identical_results(serial_db, tmp_path):
+    job = write_job(str(tmp_path))
+    _kill_job_after_relax_records(job, tmp_path, 3)
     db = Database(str(tmp_path / "db.h5"))
     partial = db.completed("relax")
     assert 3 <= len(partial) and db.completed("thermo") == set()  # killed mid-stage
@@ -334,16 +340,7 @@ def test_truncated_record_stops_the_job_by_name_and_quarantine_recomputes_it(ser
     """A record file truncated by a failing disk: `run` stops with one line naming it (exit 2);
     `run --quarantine` moves it aside, recomputes its task and ends with the reference results."""
     job = write_job(str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "hpcvib.cli", "run", job], env=clean_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pending = str(tmp_path / "db.h5.d")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if os.path.isdir(pending) and sum(f.endswith("~relax.h5") for f in os.listdir(pending)) >= 2:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    pending = _kill_job_after_relax_records(job, tmp_path, 2)
     victim = sorted(f for f in os.listdir(pending) if f.endswith("~relax.h5"))[0]
     with open(os.path.join(pending, victim), "r+b") as fh:
         fh.truncate(400)
