@@ -882,7 +882,9 @@ class ReportCommand:
         from .parallel import root_only
         from .report import write_report
 
-        path = root_only(comm, write_report, Database(args.database), None, args.models, args.output)
+        db = Database(args.database)
+        root_only(comm, db.provenance)  # a missing or unreadable database is named before anything else
+        path = root_only(comm, write_report, db, None, args.models, args.output)
         get_logger("report").info("wrote %s", path)
 
 

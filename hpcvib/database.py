@@ -345,6 +345,9 @@ class Database:
         return done
 
     def provenance(self) -> dict:
+        if not self.exists():
+            raise InputError(f"{self.path}: database does not exist")
+        self._check_readable()
         with self._open(self.path) as f:
             prov = {k: _decode_attr(v) for k, v in f["provenance"].attrs.items()}
         runs = {}

@@ -42,13 +42,27 @@ def test_full_disk_is_an_error_and_leaves_nothing(cell, tmp_path, suffix):
 @pytest.mark.parametrize("args", [["descriptors", "{cell}", "-p", "Fe_mm", "-o", "/proc/x.npz"],
                                   ["hessian", "{cell}", "-p", "Fe_mm", "-o", "/proc/H.mtx"],
                                   ["thermo", "{cell}", "-p", "Fe_mm", "-t", "300", "--local", "-o", "/proc/x.extxyz"],
-                                  ["fit", "/nonexistent/db.h5"], ["status", "/nonexistent/db.h5"]])
-def test_environment_errors_are_one_line(cell, args):
-    proc = subprocess.run(HPCVIB + [a.format(cell=cell) for a in args], capture_output=True, text=True,
-                          env=_env(), timeout=300)
+                                  ["fit", "/nonexistent/db.h5"], ["status", "/nonexistent/db.h5"],
+                                  ["report", "/nonexistent/db.h5"],
+                                  ["fit", "{truncated}"], ["status", "{truncated}"], ["report", "{truncated}"],
+                                  ["import", "/proc/db.h5", "{cell}", "-p", "Fe_mm"]])
+def test_environment_errors_are_one_line(cell, args, tmp_path):
+    """Unwritable outputs, missing and truncated databases (a database cut at half its size, as
+    by a crash of the disk under it), a database in an unwritable folder."""
+    from hpcvib.database import Database
+
+    db = Database(str(tmp_path / "full.h5"))
+    db.create({"hpcvib_version": "test"})
+    truncated = tmp_path / "truncated.h5"
+    data = open(db.path, "rb").read()
+    truncated.write_bytes(data[:len(data) // 2])
+    proc = subprocess.run(HPCVIB + [a.format(cell=cell, truncated=truncated) for a in args], capture_output=True,
+                          text=True, env=_env(), timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("hpcvib: error:") == 1
+    if "db.h5" in " ".join(args) or "{truncated}" in args:  # the database is named, not a later file
+        assert ("db.h5" in proc.stderr) or ("truncated.h5" in proc.stderr)
 
 
 def test_potential_readable_by_one_rank_only_does_not_hang(tmp_path):
@@ -193,3 +207,45 @@ def test_full_disk_during_a_job_is_one_line_and_the_job_resumes(tmp_path):
     assert results(limited) == results(free) and len(results(free)) >= 4
     assert json.loads(subprocess.run(HPCVIB + ["status", str(limited / "db.h5"), "--json"], capture_output=True,
                                      text=True, env=_env(), timeout=300).stdout)["counts"]["thermo"]["ok"] >= 4
+
+
+def test_job_killed_on_two_ranks_resumes_to_identical_results(tmp_path):
+    """SIGKILL of every process of a 2-rank job in the middle of its relax stage, then the same
+    command again: the same records as a job that was never interrupted."""
+    import csv
+    import signal
+    import time
+
+    flags = ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    mpi = [shutil.which("mpiexec"), *flags, "-n", "2"]
+
+    def job(folder):
+        folder.mkdir()
+        path = folder / "job.toml"
+        path.write_text(f'[job]\ndatabase = "{folder / "db.h5"}"\n[system]\npotential = "Fe_mm"\ncell = 4\n'
+                        '[generate]\nvacancies = [1, 2]\ninterstitials = [1]\norientations = ["110"]\n'
+                        'crowdions = false\n[relax]\nstrains = [0.0, 0.01]\n[thermo]\n[descriptors]\n')
+        return str(path)
+
+    killed, clean = job(tmp_path / "killed"), job(tmp_path / "clean")
+    proc = subprocess.Popen(mpi + HPCVIB + ["-q", "run", killed], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    pending = tmp_path / "killed" / "db.h5.d"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if pending.is_dir() and sum(f.endswith("~relax.h5") for f in os.listdir(pending)) >= 2:
+            break
+        time.sleep(0.02)
+    subprocess.run(["pkill", "-KILL", "-f", killed])
+    proc.wait(timeout=60)
+    assert not any(f.endswith("~thermo.h5") for f in os.listdir(pending))  # killed mid-job
+    for path in (killed, clean):
+        subprocess.run(mpi + HPCVIB + ["-q", "run", path], env=_env(), capture_output=True, timeout=600, check=True)
+
+    def rows(path):
+        out = os.path.join(os.path.dirname(path), "t.csv")
+        subprocess.run(HPCVIB + ["export", os.path.join(os.path.dirname(path), "db.h5"), "-o", out], env=_env(),
+                       capture_output=True, timeout=300, check=True)
+        keep = ("key", "relax_status", "energy_eV", "thermo_status", "ln_det_prime", "S_f_kB")
+        return [{k: r.get(k) for k in keep} for r in csv.DictReader(open(out))]
+    assert rows(killed) == rows(clean) and len(rows(clean)) >= 6
