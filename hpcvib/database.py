@@ -497,6 +497,9 @@ def export_extxyz(db: Database, path: str, stage: str = "relax") -> int:
             continue
         atoms = atoms_from_record(rec)
         atoms.info.update({k: v for k, v in table[key].items() if v is not None})
+        thermo = stages.get("thermo")
+        if thermo is not None and "dS_local" in thermo.data:
+            atoms.arrays["dS_local_kB"] = np.asarray(thermo.data["dS_local"])  # per-atom ΔS_i (OVITO)
         frames.append(atoms)
     with atomic_output(path) as tmp:
         write(tmp, frames, format="extxyz")

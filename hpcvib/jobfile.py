@@ -178,6 +178,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "thermo": {
         "modes": Key(int, 0, _non_negative, "lowest eigenpairs to store"),
         "temperature": Key((float, int), 0.0, _non_negative, "K; > 0 adds S_vib and Eq. 19"),
+        "local": Key(bool, False, doc="also the exact per-atom formation entropies ΔS_i (dense, cells up to "
+                     "4 000 atoms; they sum to S_f, Eq. 20), stored as dS_local and exported as an extxyz array"),
     },
     "descriptors": {
         "jmax": Key((float, int), 4, lambda v: None if 0 < v <= 6 and (2 * v) % 1 == 0 else "must be a half-integer 0.5..6",

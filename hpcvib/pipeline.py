@@ -678,8 +678,19 @@ class Pipeline:
                 s_t, conv_t = formation_entropy(res.ln_det_prime, res.n_atoms, ref.attrs["ln_det_prime"],
                                                 int(ref.attrs["n_atoms"]), temperature)
                 attrs.update(S_f_T_kB=s_t, S_f_T_convention=conv_t)
+        data = {"lowest_eigenvalues": lowest}
+        if self.job["thermo"]["local"] and ref is not None and attrs["status"] == "ok":
+            data["dS_local"] = root_only(group, self._local_formation_entropies, rel, ref)
+            attrs["sum_dS_local_kB"] = float(data["dS_local"].sum())
         attrs.update(seconds=time.perf_counter() - t, ranks=group.size)
-        self._write(group, Record("configs", key, "thermo", attrs, {"lowest_eigenvalues": lowest}))
+        self._write(group, Record("configs", key, "thermo", attrs, data))
+
+    def _local_formation_entropies(self, rel, ref) -> np.ndarray:
+        """Exact ΔS_i (k_B, Eq. 20 convention; :mod:`hpcvib.local_entropy`) of a relaxed record."""
+        from .local_entropy import dense_local_decomposition
+
+        dec = dense_local_decomposition(self.pot, atoms_from_record(rel))
+        return dec.formation(float(ref.attrs["ln_det_prime"]), int(ref.attrs["n_atoms"]))
 
     # ---------------------------------------------------------------- descriptors
     def descriptor_settings(self):
