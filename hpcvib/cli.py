@@ -133,7 +133,10 @@ class HessianCommand:
         from .potentials import load_potential
 
         log = get_logger()
-        matrix_format(args.output)  # fail early on a bad suffix
+        matrix_format(args.output)  # fail early on a bad suffix ...
+        from .fileio import check_writable
+
+        root_only(comm, check_writable, args.output)  # ... and on an unwritable place
         timings = {}
         with timed("read", timings):
             frames = load_structures(comm, [args.structure], args.file_format, types=args.types)
@@ -218,6 +221,11 @@ class ThermoCommand:
             raise InputError("-o/--output writes per-atom entropies: add --local")
         if args.dos_plot and not args.spectrum:
             raise InputError("--dos-plot draws the full spectrum: add --spectrum")
+        from .fileio import check_writable
+
+        for out in (args.dos_plot, args.output):
+            if out:
+                check_writable(out)
         if args.local and args.temperature is None and not args.reference:
             raise InputError("--local needs --temperature (for S_local) or --reference (for dS_local)")
         pot = collective_call(comm, load_potential, args.potential)
@@ -505,6 +513,10 @@ class DescriptorsCommand:
 
         if args.output and not args.output.endswith((".h5", ".hdf5", ".npz")):
             raise InputError(f"{args.output}: unknown descriptor file format (use .h5 or .npz)")
+        if args.output:
+            from .fileio import check_writable
+
+            root_only(comm, check_writable, args.output)
         if args.rcut is not None:
             rcut = args.rcut
         elif args.potential:
@@ -854,6 +866,11 @@ class PredictCommand:
         from .prediction import predict_structures
 
         failures = ItemFailures(comm, args.keep_going, args.json)
+        if args.output:
+            from .fileio import check_writable
+            from .parallel import root_only
+
+            root_only(comm, check_writable, args.output)
 
         def show(row):
             if args.json:

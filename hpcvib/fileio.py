@@ -51,3 +51,17 @@ def _sync(tmp: str, path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_writable(path: str) -> None:
+    """Fail now, before any work, if ``path`` cannot be written: its folder must exist and be
+    writable (the same one-line error the write itself would give later)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"{path}: directory {directory} does not exist")
+    try:  # permissions alone do not tell (root, /proc, read-only mounts): try it
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-check-", dir=directory)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write here ({exc.strerror})", path) from None

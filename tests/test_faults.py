@@ -45,7 +45,9 @@ def test_full_disk_is_an_error_and_leaves_nothing(cell, tmp_path, suffix):
                                   ["fit", "/nonexistent/db.h5"], ["status", "/nonexistent/db.h5"],
                                   ["report", "/nonexistent/db.h5"],
                                   ["fit", "{truncated}"], ["status", "{truncated}"], ["report", "{truncated}"],
-                                  ["import", "/proc/db.h5", "{cell}", "-p", "Fe_mm"]])
+                                  ["import", "/proc/db.h5", "{cell}", "-p", "Fe_mm"],
+                                  ["thermo", "{cell}", "-p", "Fe_mm", "--spectrum", "--dos-plot", "/proc/x.png"],
+                                  ["predict", "Fe_mm-Sf-linear", "{cell}", "-o", "/proc/x.extxyz"]])
 def test_environment_errors_are_one_line(cell, args, tmp_path):
     """Unwritable outputs, missing and truncated databases (a database cut at half its size, as
     by a crash of the disk under it), a database in an unwritable folder."""
