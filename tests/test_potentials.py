@@ -290,9 +290,15 @@ def test_a_new_potential_is_one_registration(tmp_path, capsys, monkeypatch):
 
     import ase.io
 
+    from mpi4py import MPI
+
     from hpcvib import potentials
-    from hpcvib.cli import main
+    from hpcvib.cli import build_parser
     from hpcvib.potentials import EAM, data_file
+
+    def command(*argv):  # the CLI's command in this process, without main()'s PETSc finalisation
+        args = build_parser().parse_args(list(argv))
+        args.command_class.run(args, MPI.COMM_SELF)
 
     monkeypatch.setattr(potentials, "BUILTIN_FACTORIES", dict(potentials.BUILTIN_FACTORIES))
     monkeypatch.setattr(potentials, "BUILTIN", dict(potentials.BUILTIN))
@@ -312,7 +318,8 @@ def test_a_new_potential_is_one_registration(tmp_path, capsys, monkeypatch):
     cell = tmp_path / "fe.extxyz"
     ase.io.write(cell, bcc_supercell(2, fe_a0()))
     capsys.readouterr()
-    assert main(["-q", "descriptors", str(cell), "-p", "toy", "--json"]) == 0
+    command("descriptors", str(cell), "-p", "toy", "--json")
     row = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert row["settings"]["rcut"] == 4.2
-    assert main(["-q", "potentials"]) == 0 and "toy" in capsys.readouterr().out
+    command("potentials")
+    assert "toy" in capsys.readouterr().out
