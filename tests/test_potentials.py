@@ -311,12 +311,13 @@ def test_a_new_potential_is_one_registration(tmp_path, capsys, monkeypatch):
 
     potentials.register_builtin("toy", "a toy potential", toy)
     potentials.register_file_format((".toyfs",), lambda path: EAM(path, style="fs", name="toy file"))
-    copy = tmp_path / "Fe.toyfs"
+    rank = MPI.COMM_WORLD.rank  # under mpiexec every rank runs this test in the same tmp_path
+    copy = tmp_path / f"Fe{rank}.toyfs"
     shutil.copy(data_file("Fe_mm.eam.fs"), copy)
     assert load_potential("toy").descriptor_cutoff == 4.2 and load_potential(str(copy)).name == "toy file"
     assert load_potential(str(copy)).descriptor_cutoff == load_potential("Fe_mm").cutoff  # its own cut-off
-    cell = tmp_path / "fe.extxyz"
-    ase.io.write(cell, bcc_supercell(2, fe_a0()))
+    cell = tmp_path / f"fe{rank}.extxyz"
+    ase.io.write(cell, bcc_supercell(2, fe_a0()), parallel=False)  # ASE writes on world rank 0 only otherwise
     capsys.readouterr()
     command("descriptors", str(cell), "-p", "toy", "--json")
     row = json.loads(capsys.readouterr().out.splitlines()[-1])
