@@ -618,9 +618,9 @@ class ImportCommand:
         parser.add_argument("database", metavar="DB.h5")
         parser.add_argument("structures", nargs="*", metavar="STRUCTURE", help="files or globs")
         parser.add_argument("--events", nargs="+", default=[], metavar="EVENT",
-                            help="event files or globs, 2 or 3 frames each: minimum, first-order saddle[, final "
-                                 "minimum] (hpcvib saddle -o writes them): exact ΔE, ln ν* and D_m ⊕ D_s for "
-                                 "the event models")
+                            help="events: files or globs of 2 or 3 frames (minimum, first-order saddle[, final "
+                                 "minimum]; hpcvib saddle -o writes them) or directories with reactant / saddle "
+                                 "[/ product] files (eOn): exact ΔE, ln ν* and D_m ⊕ D_s for the event models")
         add_potential_argument(parser)
         parser.add_argument("--relax", action="store_true", help="relax the structures first (else they are "
                             "checked: largest force ≤ --force-tol)")

@@ -136,8 +136,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "import": {
         "files": Key(list, [], _file_patterns, "structure files or globs (extxyz, LAMMPS data/dump, POSCAR, ...); "
                      "a multi-frame file gives one configuration per frame; extxyz info 'family' labels it"),
-        "events": Key(list, [], _file_patterns, "event files or globs: 2 or 3 frames each — minimum, first-order "
-                      "saddle[, final minimum] (hpcvib saddle -o writes them; cat ARTn's min and sad files)"),
+        "events": Key(list, [], _file_patterns, "events: files or globs of 2 or 3 frames each — minimum, first-order "
+                      "saddle[, final minimum] (hpcvib saddle -o and export --events write them) — or directories "
+                      "with reactant / saddle [/ product] files (eOn's layout; also min / sad / final)"),
         "format": Key(str, "", doc="ASE format when the suffix does not tell (e.g. lammps-dump-text)"),
         "types": Key(list, [], _element_list, "element of each LAMMPS atom type, in type order"),
         "relaxed": Key(bool, True, doc="the structures are relaxed minima: forces are checked against "

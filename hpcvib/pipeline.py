@@ -43,6 +43,32 @@ def imported_reference_key(reps, a: float) -> str:
     return f"bcc{reps[0]}x{reps[1]}x{reps[2]}a{float(a)!r}"
 
 
+#: file-name stems of an event directory, in order (eOn's layout: reactant, saddle, product)
+EVENT_DIRECTORY_ROLES = (("reactant", "minimum", "min"), ("saddle", "sad"), ("product", "final"))
+
+
+def event_frames_from(path: str, file_format=None, types=None) -> list:
+    """The frames of one imported event: a 2- or 3-frame file, or a directory holding one file
+    per role — ``reactant``/``saddle``/``product`` (eOn; any suffix ASE reads, e.g. ``.con``),
+    also ``min``/``sad``/``final`` — of which the product is optional."""
+    from .structures import read_structures
+
+    if not os.path.isdir(path):
+        return read_structures(path, format=file_format, types=types)
+    names = sorted(os.listdir(path))
+    frames = []
+    for k, stems in enumerate(EVENT_DIRECTORY_ROLES):
+        found = [n for n in names if os.path.splitext(n)[0].lower() in stems]
+        if not found:
+            if k == 2:
+                break
+            raise InputError(f"{path}: an event directory needs a {stems[0]} file ({' / '.join(stems)}.*)")
+        if len(found) > 1:
+            raise InputError(f"{path}: more than one {stems[0]} file ({', '.join(found)})")
+        frames.append(read_structures(os.path.join(path, found[0]), format=file_format, types=types)[-1])
+    return frames
+
+
 def import_key(path: str, frame: int | None) -> str:
     """Database key of an imported frame: the file's path with separators as ``_`` (and
     ``@frame`` for multi-frame files), so keys are unique per file and frame."""
@@ -261,7 +287,6 @@ class Pipeline:
     def _import_event_sources(self) -> list:
         """Every [import] events file as an ``events/<key>/source`` record (its frames), once."""
         from .errors import HpcvibError
-        from .structures import read_structures
 
         imp = self.job["import"]
         done = self.db.completed("source", "events")
@@ -272,7 +297,7 @@ class Pipeline:
             if key in done:
                 continue
             try:
-                frames = read_structures(path, format=imp["format"] or None, types=imp["types"] or None)
+                frames = event_frames_from(path, imp["format"] or None, imp["types"] or None)
                 if len(frames) not in (2, 3):
                     raise InputError(f"{path}: an event file has 2 or 3 frames (minimum, saddle[, final "
                                      f"minimum]), not {len(frames)}")

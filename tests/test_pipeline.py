@@ -527,6 +527,14 @@ def test_import_events_from_saddle_output(tmp_path):
     failed = [v.attrs["reason"] for k, v in events.items() if not v.ok]
     assert len(failed) == 2
     assert any("2 or 3 frames" in r for r in failed) and any("saddle" in r for r in failed)
+    # an eOn-style event directory (reactant / saddle / product files) gives the same event
+    eon = tmp_path / "eon_event"
+    eon.mkdir()
+    for name, frame in zip(("reactant", "saddle", "product"), ase.io.read(tmp_path / "ev.extxyz", ":")):
+        ase.io.write(eon / f"{name}.extxyz", frame)
+    run("import", tmp_path / "eon.h5", "--events", eon, "-p", "Fe_mm")
+    from_dir, = [st["event"] for st in Database(str(tmp_path / "eon.h5")).read("events").values()]
+    assert from_dir.attrs["delta_E_eV"] == ev.attrs["delta_E_eV"] and "final_positions" in from_dir.data
     # round trip: the database's events as triplet files, imported again, give the same numbers
     run("export", tmp_path / "ev.h5", "--events", "-o", tmp_path / "out")
     assert len(os.listdir(tmp_path / "out")) == 1
