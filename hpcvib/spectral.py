@@ -260,11 +260,11 @@ def _pinned_matrix(dh, k: int):
     return D[keep][:, keep]
 
 
-def _cholmod_logdet(dh, k: int, ordering: str, budget_mb: float, forced: bool = False) -> Factorisation | None:
-    """ln|det D_(-k)| by CHOLMOD on one process; None when D_(-k) is not positive definite or
-    (unless ``forced``, then an error) its factor would not fit in ``budget_mb``."""
+def _cholmod_logdet(D, ordering: str, budget_mb: float, forced: bool = False) -> Factorisation | None:
+    """ln|det D_(-k)| of the scipy matrix ``D`` = D_(-k) by CHOLMOD on one process; None when it
+    is not positive definite or (unless ``forced``, then an error) its factor would not fit in
+    ``budget_mb``."""
     t0 = time.perf_counter()
-    D = _pinned_matrix(dh, k)
     res = cholmod.cholesky_logdet(D, ordering=cholmod.DEFAULT_ORDERING if ordering == "auto" else ordering,
                                   memory_limit_mb=budget_mb)
     if not res.factored:
@@ -274,8 +274,8 @@ def _cholmod_logdet(dh, k: int, ordering: str, budget_mb: float, forced: bool = 
                                     "discarded factors instead", res.estimated_mb, budget_mb)
         return None
     if not res.positive_definite:
-        get_logger("spectral").info("D_(-%d) is not positive definite (CHOLMOD stopped at column %d of "
-                                    "%d): MUMPS LDLᵀ counts the negative eigenvalues", k, res.minor, res.n)
+        get_logger("spectral").info("D_(-k) is not positive definite (CHOLMOD stopped at column %d of "
+                                    "%d): MUMPS LDLᵀ counts the negative eigenvalues", res.minor, res.n)
         return None
     return Factorisation(res.ln_det, 1.0, 0, 0, time.perf_counter() - t0, res.peak_mb, res.peak_mb,
                          res.ordering, res.n, {"flops_elimination": res.gflop * 1e9,
@@ -285,11 +285,11 @@ def _cholmod_logdet(dh, k: int, ordering: str, budget_mb: float, forced: bool = 
                                                "estimated_mb": res.estimated_mb}, "cholmod")
 
 
-def _mumps_seq_logdet(dh, k: int, budget_mb: float) -> Factorisation:
+def _mumps_seq_logdet(D, budget_mb: float) -> Factorisation:
     """ln|det D_(-k)| and its inertia by sequential MUMPS (METIS, factors discarded) on one
     process; an error before any numerical work when the analysis' estimate exceeds ``budget_mb``."""
     t0 = time.perf_counter()
-    with mumps_seq.SequentialMumps(_pinned_matrix(dh, k)) as m:
+    with mumps_seq.SequentialMumps(D) as m:
         if m.estimated_mb > budget_mb:
             raise _too_large("MUMPS, METIS ordering, factors discarded", m.estimated_mb, budget_mb, m.n)
         with log_event("hpcvibFactorisation"):
@@ -344,11 +344,13 @@ def log_pseudo_determinant(dh, pinned_atom: int | None = None, ordering: str = D
         solver = "mumps"  # a MUMPS-only ordering was asked for
     chosen = choose_solver(dh.comm, solver)
     budget = memory_budget_mb()
-    if chosen == "cholmod":
-        fac = _cholmod_logdet(dh, k, ordering, budget, forced=solver == "cholmod")
     one_process_mumps = chosen == "mumps-metis" or (solver == "auto" and dh.comm.size == 1 and mumps_seq.available())
+    D = _pinned_matrix(dh, k) if chosen == "cholmod" or one_process_mumps else None  # gathered once for both
+    if chosen == "cholmod":
+        fac = _cholmod_logdet(D, ordering, budget, forced=solver == "cholmod")
     if fac is None and one_process_mumps:
-        fac = _mumps_seq_logdet(dh, k, budget)
+        fac = _mumps_seq_logdet(D, budget)
+    del D
     if fac is None:
         mat = dh.petsc_matrix(mass_weighted=True, symmetric=True, exclude_atom=k)
         try:
