@@ -30,9 +30,9 @@ def worker(n: int, eps: float) -> None:
     import ase.io
     from mpi4py import MPI
 
-    from hpcvib.hessian import assemble_hessian
-    from hpcvib.petsc_env import init_petsc
-    from hpcvib.spectral import log_pseudo_determinant
+    from hpcvib.linalg.hessian import assemble_hessian
+    from hpcvib.linalg.petsc_env import init_petsc
+    from hpcvib.linalg.spectral import log_pseudo_determinant
 
     comm = MPI.COMM_WORLD
     if eps > 0:

@@ -26,7 +26,7 @@ RESULTS = os.path.join(HERE, "results", "descriptors.jsonl")
 
 
 def make_cell(system: str, atoms_wanted: int):
-    from hpcvib.structures import bcc_supercell, diamond_supercell
+    from hpcvib.geometry.structures import bcc_supercell, diamond_supercell
 
     if system == "Fe":
         n = max(2, round((atoms_wanted / 2) ** (1 / 3)))
@@ -41,7 +41,7 @@ def make_cell(system: str, atoms_wanted: int):
 def worker(system: str, atoms_wanted: int, full: int) -> None:
     from mpi4py import MPI
 
-    from hpcvib.descriptors import DescriptorSettings, descriptor_sums
+    from hpcvib.learning.descriptors import DescriptorSettings, descriptor_sums
 
     comm = MPI.COMM_WORLD
     atoms = make_cell(system, atoms_wanted)

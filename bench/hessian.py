@@ -26,9 +26,9 @@ RESULTS = os.path.join(HERE, "results", "hessian.jsonl")
 def worker(n: int) -> None:
     from mpi4py import MPI
 
-    from hpcvib.hessian import assemble_hessian
+    from hpcvib.geometry.structures import bcc_supercell
+    from hpcvib.linalg.hessian import assemble_hessian
     from hpcvib.potentials import lattice_constant, load_potential
-    from hpcvib.structures import bcc_supercell
 
     comm = MPI.COMM_WORLD
     pot = load_potential("Fe_mm")

@@ -29,10 +29,10 @@ RESULTS = os.path.join(HERE, "results", "memory_routes.jsonl")
 def _pinned_matrix(n: int):
     from mpi4py import MPI
 
-    from hpcvib.hessian import assemble_hessian
+    from hpcvib.geometry.structures import bcc_supercell
+    from hpcvib.linalg.hessian import assemble_hessian
+    from hpcvib.linalg.spectral import _pinned_matrix as pinned
     from hpcvib.potentials import lattice_constant, load_potential
-    from hpcvib.spectral import _pinned_matrix as pinned
-    from hpcvib.structures import bcc_supercell
 
     pot = load_potential("Fe_mm")
     atoms = bcc_supercell(n, lattice_constant(pot))
@@ -44,7 +44,7 @@ def _pinned_matrix(n: int):
 
 
 def worker(mode: str, route: str, n: int) -> None:
-    from hpcvib import cholmod, mumps_seq
+    from hpcvib.linalg.solvers import cholmod, mumps_seq
 
     atoms, D, assemble_s = _pinned_matrix(n)
     row = {"n": n, "atoms": atoms, "dof": D.shape[0], "route": route, "mode": mode, "assemble_s": assemble_s,
@@ -75,9 +75,9 @@ def thermo_end_to_end(n: int, threads: int) -> dict:
 
     import ase.io
 
-    from hpcvib.exact_minimum import fire
+    from hpcvib.geometry.structures import bcc_supercell
+    from hpcvib.landscape.exact_minimum import fire
     from hpcvib.potentials import lattice_constant, load_potential
-    from hpcvib.structures import bcc_supercell
 
     pot = load_potential("Fe_mm")
     atoms = bcc_supercell(n, lattice_constant(pot))
@@ -91,7 +91,7 @@ def thermo_end_to_end(n: int, threads: int) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_"))}
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
             env[var] = str(threads)
-        proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "hpcvib.cli", "thermo", cell, "-p", "Fe_mm",
+        proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "hpcvib.cli.commands", "thermo", cell, "-p", "Fe_mm",
                                "--reference", "auto", "--json"], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])

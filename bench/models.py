@@ -25,11 +25,11 @@ RESULTS = os.path.join(HERE, "results", "models.jsonl")
 def bench_predict(n_cells: int = 40):
     from mpi4py import MPI
 
-    from hpcvib.descriptors import DescriptorSettings
-    from hpcvib.models import BayesianLinearModel, EQMLModel, SavedModel, entropy_features
+    from hpcvib.geometry.structures import bcc_supercell
+    from hpcvib.learning.descriptors import DescriptorSettings
+    from hpcvib.learning.models import BayesianLinearModel, EQMLModel, SavedModel, entropy_features
+    from hpcvib.learning.prediction import predict_entropy, primitive_reference
     from hpcvib.potentials import lattice_constant, load_potential
-    from hpcvib.prediction import predict_entropy, primitive_reference
-    from hpcvib.structures import bcc_supercell
 
     a0 = lattice_constant(load_potential("Fe_mm"))
     settings = DescriptorSettings(jmax=4, rcut=5.0)
@@ -57,7 +57,7 @@ def bench_predict(n_cells: int = 40):
 
 
 def bench_kappa(m: int = 10502):
-    from hpcvib.analysis import direct_fit, mean_kappa
+    from hpcvib.physics.compensation import direct_fit, mean_kappa
 
     rng = np.random.default_rng(1)
     de = rng.uniform(0.1, 7.0, m)

@@ -31,7 +31,7 @@ POT = "Si_sw_vink"
 def sample(n_atoms):
     import ase.io
 
-    from hpcvib.amorphous import melt_quench, starting_cell, structure_report
+    from hpcvib.landscape.amorphous import melt_quench, starting_cell, structure_report
 
     path = os.path.join(HERE, "cache", f"asi{n_atoms}.extxyz")
     if not os.path.exists(path):
@@ -60,7 +60,7 @@ class CountingPotential:
 def run_artn(minimum, seed, newton, fmax):
     from mpi4py import MPI
 
-    from hpcvib.artn import ArtnSettings, SaddleSearch
+    from hpcvib.landscape.artn import ArtnSettings, SaddleSearch
 
     res = SaddleSearch(MPI.COMM_SELF, POT, ArtnSettings(fmax=fmax, newton=newton)).search(minimum, seed=seed)
     return {"ok": res.status == "ok", "reason": res.reason, "forces": res.counts["forces"],
@@ -72,10 +72,10 @@ def run_dimer(minimum, seed, fmax, max_steps=3000):
     from ase.mep import DimerControl, MinModeAtoms, MinModeTranslate
     from mpi4py import MPI
 
-    from hpcvib.artn import activation_direction
-    from hpcvib.calculator import HpcvibCalculator
+    from hpcvib.landscape.artn import activation_direction
+    from hpcvib.physics.thermo import analyse_structure
     from hpcvib.potentials import load_potential
-    from hpcvib.thermo import analyse_structure
+    from hpcvib.potentials.calculator import HpcvibCalculator
 
     rng = np.random.default_rng(seed)
     atom = int(rng.integers(len(minimum)))

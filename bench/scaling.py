@@ -42,12 +42,12 @@ def worker(n: int) -> None:
     """One point of the study, on MPI.COMM_WORLD; rank 0 prints one JSON line."""
     from mpi4py import MPI
 
-    from hpcvib.descriptors import DescriptorSettings, descriptor_sums
-    from hpcvib.farm import run_tasks
-    from hpcvib.hessian import assemble_hessian
+    from hpcvib.geometry.structures import bcc_supercell
+    from hpcvib.learning.descriptors import DescriptorSettings, descriptor_sums
+    from hpcvib.linalg.hessian import assemble_hessian
+    from hpcvib.linalg.spectral import log_pseudo_determinant
+    from hpcvib.workflow.farm import run_tasks
     from hpcvib.potentials import lattice_constant, load_potential
-    from hpcvib.spectral import log_pseudo_determinant
-    from hpcvib.structures import bcc_supercell
 
     comm = MPI.COMM_WORLD
     pot = load_potential("Fe_mm")

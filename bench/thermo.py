@@ -42,9 +42,9 @@ def relaxed_vacancy(n: int) -> str:
         return path
     from ase.optimize import LBFGS
 
-    from hpcvib.calculator import HpcvibCalculator
+    from hpcvib.geometry.structures import bcc_supercell
     from hpcvib.potentials import lattice_constant, load_potential
-    from hpcvib.structures import bcc_supercell
+    from hpcvib.potentials.calculator import HpcvibCalculator
 
     os.makedirs(CACHE, exist_ok=True)
     pot = load_potential("Fe_mm")
@@ -65,10 +65,10 @@ def worker(n: int, ordering: str, dense: int, solver: str) -> None:
     import scipy.linalg
     from mpi4py import MPI
 
-    from hpcvib.hessian import assemble_hessian
+    from hpcvib.linalg.hessian import assemble_hessian
+    from hpcvib.linalg.spectral import log_pseudo_determinant
+    from hpcvib.physics.thermo import formation_entropy, perfect_bcc_reference, without_zero_modes
     from hpcvib.potentials import load_potential
-    from hpcvib.spectral import log_pseudo_determinant
-    from hpcvib.thermo import formation_entropy, perfect_bcc_reference, without_zero_modes
 
     comm = MPI.COMM_WORLD
     pot = load_potential("Fe_mm")
@@ -104,7 +104,7 @@ def worker(n: int, ordering: str, dense: int, solver: str) -> None:
             dh.gather_scipy(mass_weighted=True)
         del dh
     # the perfect cell again, as `hpcvib thermo --reference auto` computes it: Bloch sums, O(N)
-    from hpcvib.thermo import bloch_ln_det_prime_bcc
+    from hpcvib.physics.thermo import bloch_ln_det_prime_bcc
 
     t0 = time.perf_counter()
     ln_bloch, _ = bloch_ln_det_prime_bcc(pot, bulk)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .errors import HpcvibError, SomeItemsFailed
+from hpcvib.errors import HpcvibError, SomeItemsFailed
 
 
 class ItemFailures:

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
-from .fileio import atomic_output
+from hpcvib.errors import InputError
+from hpcvib.fileio import atomic_output
 
 STAGES = ("generate", "relax", "thermo", "descriptors")
 SECTIONS = ("configs", "references", "events")
@@ -150,7 +150,7 @@ class Database:
             folder = os.path.join(self.pending_dir, "quarantine")
             os.makedirs(folder, exist_ok=True)
             os.replace(path, os.path.join(folder, os.path.basename(path)))
-            from .log import get_logger
+            from hpcvib.log import get_logger
 
             get_logger("database").warning("%s: unreadable record moved to %s (%s); its task will be "
                                            "computed again", path, folder, exc)
@@ -183,7 +183,7 @@ class Database:
             except FileNotFoundError:
                 continue
         if freed:
-            from .log import get_logger
+            from hpcvib.log import get_logger
 
             get_logger("database").warning("removed %.1f MB of temporary files left by an interrupted run",
                                            freed / 1e6)
@@ -262,7 +262,7 @@ class Database:
             self._require_free(size, "folding the segments into the main file")
             _reserve(os.path.dirname(self.path), int(size * FREE_SPACE_MARGIN))
         except OSError as exc:
-            from .log import get_logger
+            from hpcvib.log import get_logger
 
             get_logger("database").warning("%s: segments not folded into the main file (%s); the database is "
                                            "complete as it is (main file + %s)", self.path, exc.strerror or exc,

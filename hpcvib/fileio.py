@@ -9,7 +9,7 @@ import errno
 import os
 import tempfile
 
-from .errors import InputError
+from hpcvib.errors import InputError
 
 
 @contextlib.contextmanager

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcvib.calculator import HpcvibCalculator
+from hpcvib.geometry.structures import bcc_supercell
 from hpcvib.potentials import lattice_constant, load_potential
-from hpcvib.structures import bcc_supercell
+from hpcvib.potentials.calculator import HpcvibCalculator
 
 
 @pytest.hookimpl(trylast=True)

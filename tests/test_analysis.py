@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from hpcvib.analysis import direct_fit, marginal_law, mean_kappa, pearson_r
+from hpcvib.physics.compensation import direct_fit, marginal_law, mean_kappa, pearson_r
 
 
 def test_pearson_and_direct_fit_against_numpy():

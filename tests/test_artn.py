@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcvib.artn import ArtnSettings, SaddleSearch, duplicate_events, same_minimum
+from hpcvib.landscape.artn import ArtnSettings, SaddleSearch, duplicate_events, same_minimum
 from hpcvib.potentials import load_potential
 
-from hpcvib.structures import bcc_supercell
+from hpcvib.geometry.structures import bcc_supercell
 
 from conftest import fe_a0, fe_vacancy_neb, fe_vacancy_saddle, serial_only
 
@@ -84,7 +84,7 @@ def test_connectivity_and_duplicate_rules():
 
 
 def test_melt_quench_and_structure_report():
-    from hpcvib.amorphous import cubic_cell_length, melt_quench, starting_cell, structure_report
+    from hpcvib.landscape.amorphous import cubic_cell_length, melt_quench, starting_cell, structure_report
 
     start = starting_cell(64, 2.192)
     # density from the definition: N m / L³ with m = 28.0855 amu = 28.0855 / 6.02214076e23 g
@@ -112,7 +112,7 @@ def test_melt_quench_md_stays_on_its_rank(comm, monkeypatch):
     import ase.md.langevin
     import ase.parallel
 
-    from hpcvib.amorphous import melt_quench, starting_cell
+    from hpcvib.landscape.amorphous import melt_quench, starting_cell
 
     comms = []
 
@@ -152,8 +152,8 @@ def test_saddle_command(tmp_path):
 def test_warm_started_unverified_modes_match_verified(comm):
     """The search's fast path (given shift, warm start, no inertia proof) finds the same lowest
     eigenpairs as the verified default, on the vacancy-jump saddle (one negative eigenvalue)."""
-    from hpcvib.hessian import assemble_hessian
-    from hpcvib.spectral import lowest_modes
+    from hpcvib.linalg.hessian import assemble_hessian
+    from hpcvib.linalg.spectral import lowest_modes
 
     dh = assemble_hessian(comm, fe_vacancy_neb(4)["saddle"], "Fe_mm")
     ref = lowest_modes(dh, k=4, want_vectors=True)
@@ -167,9 +167,9 @@ def test_deflated_warm_start_matches_dense_spectrum(comm):
     """The search's warm-started call with the translations deflated (k = 2, no inertia proof)
     returns the two lowest non-zero eigenvalues of D; reference: dense LAPACK eigenvalues of the
     same matrix with its three exact zeros removed. Asking to verify a deflated solve is refused."""
-    from hpcvib.artn import mass_weighted_translations
-    from hpcvib.hessian import assemble_hessian
-    from hpcvib.spectral import dense_eigenvalues, lowest_modes
+    from hpcvib.landscape.artn import mass_weighted_translations
+    from hpcvib.linalg.hessian import assemble_hessian
+    from hpcvib.linalg.spectral import dense_eigenvalues, lowest_modes
 
     saddle = fe_vacancy_neb(4)["saddle"]
     dh = assemble_hessian(comm, saddle, "Fe_mm")
@@ -198,7 +198,7 @@ def test_newton_direction_dense_and_sparse_solvers_agree(comm, monkeypatch):
     Hessian distributed over ``comm`` above ``DENSE_SOLVE_MAX_DOF``) solve H_(-0) Δx = F_(-0)
     with atom 0 pinned; reference: the residual against the assembled sparse Hessian, and each
     other. The indefinite case (near the vacancy saddle) is included."""
-    import hpcvib.saddle as saddle_module
+    import hpcvib.landscape.saddle as saddle_module
 
     pot = load_potential("Fe_mm")
     atoms = fe_vacancy_neb(4)["initial"].copy()
@@ -223,7 +223,7 @@ def test_newton_direction_dense_and_sparse_solvers_agree(comm, monkeypatch):
 def test_relax_with_newton_steps_reaches_the_lbfgs_minimum():
     """``relax(newton=True)`` (FIRE, then exact-Hessian Newton steps; used on both sides of every
     saddle) ends at the minimum that FIRE + L-BFGS reaches, to the force tolerance."""
-    from hpcvib.saddle import relax
+    from hpcvib.landscape.saddle import relax
 
     pot = load_potential("Fe_mm")
     start = fe_vacancy_neb(4)["initial"].copy()
@@ -239,7 +239,7 @@ def test_perpendicular_relaxation_halves_a_step_that_overshoots():
     (period 2, held at max |F| = max_move/α by the cap) instead of descending; the search halves
     α after a step that raised the energy. Reference: the energy, which such a relaxation must
     lower, and the force, which must end below the oscillation's max_move/α plateau."""
-    from hpcvib.artn import cartesian_direction
+    from hpcvib.landscape.artn import cartesian_direction
 
     start = fe_vacancy_neb(4)["initial"].copy()
     start.positions += 0.05 * np.random.default_rng(6).normal(size=start.positions.shape)
@@ -259,7 +259,7 @@ def test_perpendicular_relaxation_halves_a_step_that_overshoots():
 
 
 def _counter():
-    from hpcvib.artn import _Counter
+    from hpcvib.landscape.artn import _Counter
 
     return _Counter()
 
@@ -268,8 +268,8 @@ def test_activation_starts_at_the_defect():
     """Default rule: in a relaxed vacancy cell the candidates are the atoms around the vacancy
     (within the second-neighbour shell of the empty site, a0 = 2.855 Å: 2.47 and 2.86 Å), every
     first neighbour among them; a perfect cell offers every atom."""
-    from hpcvib.artn import activation_candidates
-    from hpcvib.structures import minimum_image
+    from hpcvib.geometry.structures import minimum_image
+    from hpcvib.landscape.artn import activation_candidates
 
     neb = fe_vacancy_neb(4)
     atoms = neb["initial"]
@@ -286,7 +286,7 @@ def test_activation_starts_at_the_defect():
 def test_json_output_has_null_not_nan():
     import io
 
-    from hpcvib.cli import emit_json
+    from hpcvib.cli.commands import emit_json
 
     out = io.StringIO()
     emit_json(MPI.COMM_SELF, {"a": float("nan"), "b": [1.0, float("inf")], "c": np.array([np.nan, 2.0]),

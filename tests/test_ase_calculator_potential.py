@@ -16,10 +16,10 @@ from ase.optimize import LBFGS
 from mpi4py import MPI
 
 from hpcvib.errors import InputError
-from hpcvib.hessian import assemble_hessian
+from hpcvib.geometry.structures import bcc_supercell
+from hpcvib.linalg.hessian import assemble_hessian
+from hpcvib.linalg.spectral import log_pseudo_determinant
 from hpcvib.potentials import load_potential
-from hpcvib.spectral import log_pseudo_determinant
-from hpcvib.structures import bcc_supercell
 
 from conftest import fe_a0, serial_only
 from test_cli import clean_env
@@ -39,7 +39,7 @@ def calculator():
 '''
 
 FE_MODULE = '''
-from hpcvib.calculator import HpcvibCalculator
+from hpcvib.potentials.calculator import HpcvibCalculator
 
 CUTOFF = 5.3
 
@@ -88,7 +88,7 @@ def test_emt_ln_det_matches_ase_vibrations(copper_vacancy, tmp_path):
 def test_builtin_through_the_calculator_matches_the_analytic_hessian(tmp_path):
     atoms = bcc_supercell(3, fe_a0())
     del atoms[0]
-    from hpcvib.exact_minimum import relax_exact
+    from hpcvib.landscape.exact_minimum import relax_exact
 
     atoms = relax_exact(atoms, load_potential("Fe_mm"), 1e-8).atoms
     fd = load_potential("python:" + _module(tmp_path, "fe.py", FE_MODULE) + ":calculator")
@@ -103,11 +103,11 @@ def test_cli_thermo_with_a_python_potential(copper_vacancy, tmp_path):
     ase.io.write(path, copper_vacancy)
     module = _module(tmp_path, "emt_cu.py", EMT_MODULE)
     env = clean_env()
-    proc = subprocess.run([sys.executable, "-m", "hpcvib.cli", "thermo", str(path), "-p", f"python:{module}:calculator",
+    proc = subprocess.run([sys.executable, "-m", "hpcvib.cli.commands", "thermo", str(path), "-p", f"python:{module}:calculator",
                            "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["kind"] == "minimum"
-    bad = subprocess.run([sys.executable, "-m", "hpcvib.cli", "thermo", str(path), "-p", f"python:{module}:nosuch"],
+    bad = subprocess.run([sys.executable, "-m", "hpcvib.cli.commands", "thermo", str(path), "-p", f"python:{module}:nosuch"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "no callable 'nosuch'" in bad.stderr
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import lammps_peer
-from hpcvib.defects import build_defect, dumbbell_clusters, DefectSpec, site_shapes
-from hpcvib.models import builtin_models
+from hpcvib.geometry.defects import build_defect, dumbbell_clusters, DefectSpec, site_shapes
+from hpcvib.learning.models import builtin_models
 
 from conftest import fe_a0, serial_only
 from test_cli import HPCVIB, clean_env as _env
@@ -67,10 +67,10 @@ def test_prediction_runs_without_petsc(tmp_path):
         "sys.modules['petsc4py'] = None\n"
         "sys.modules['slepc4py'] = None\n"
         "from mpi4py import MPI\n"
-        "from hpcvib.models import SavedModel\n"
-        "from hpcvib.prediction import predict_entropy, primitive_reference, settings_from_model\n"
-        "from hpcvib.structures import bcc_supercell\n"
-        "from hpcvib.thermo import perfect_bcc_reference\n"
+        "from hpcvib.learning.models import SavedModel\n"
+        "from hpcvib.learning.prediction import predict_entropy, primitive_reference, settings_from_model\n"
+        "from hpcvib.geometry.structures import bcc_supercell\n"
+        "from hpcvib.physics.thermo import perfect_bcc_reference\n"
         "saved = SavedModel.load('Fe_mm-Sf-linear')\n"
         "atoms = bcc_supercell(4, 2.855312)\n"
         "del atoms[0]\n"

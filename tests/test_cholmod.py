@@ -6,10 +6,10 @@ import pytest
 import scipy.linalg
 import scipy.sparse as sp
 
-from hpcvib import cholmod
 from hpcvib.errors import HpcvibError
-from hpcvib.hessian import assemble_hessian
-from hpcvib.spectral import log_pseudo_determinant
+from hpcvib.linalg.hessian import assemble_hessian
+from hpcvib.linalg.solvers import cholmod
+from hpcvib.linalg.spectral import log_pseudo_determinant
 
 from conftest import fe_vacancy_saddle, relaxed_fe_vacancy, serial_only
 

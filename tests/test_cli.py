@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import ase.io
 
-from hpcvib.matrixio import read_matrix
+from hpcvib.geometry.structures import bcc_supercell
+from hpcvib.linalg.matrixio import read_matrix
 from hpcvib.potentials import load_potential
-from hpcvib.structures import bcc_supercell
 
 from conftest import fe_a0, fe_vacancy_saddle, relaxed_fe_vacancy, serial_only
 from test_potentials import fd_hessian_columns
 
 pytestmark = serial_only()
 
-HPCVIB = [sys.executable, "-m", "hpcvib.cli"]
+HPCVIB = [sys.executable, "-m", "hpcvib.cli.commands"]
 
 
 def clean_env():
@@ -64,7 +64,7 @@ def test_hessian_command_writes_a_checkable_matrix(vacancy_file, tmp_path, suffi
 
 
 def test_petsc_binary_loads_in_petsc(vacancy_file, tmp_path):
-    from hpcvib.petsc_env import init_petsc
+    from hpcvib.linalg.petsc_env import init_petsc
 
     PETSc = init_petsc()
     out = tmp_path / "H.petsc"
@@ -197,7 +197,7 @@ def test_version_and_help():
 def test_auto_reference_by_bloch_sums_equals_factorised_reference_file(tmp_path):
     """`--reference auto` (perfect cell by Bloch sums, no factorisation) and the same perfect
     cell given as a file (sparse factorisation) give the same S_f."""
-    from hpcvib.thermo import perfect_bcc_reference
+    from hpcvib.physics.thermo import perfect_bcc_reference
 
     defect = relaxed_fe_vacancy(4)
     path, bulk = tmp_path / "vac.extxyz", tmp_path / "bulk.extxyz"
@@ -211,7 +211,7 @@ def test_auto_reference_by_bloch_sums_equals_factorised_reference_file(tmp_path)
 
 
 def _subcommands():
-    from hpcvib.cli import COMMANDS
+    from hpcvib.cli.commands import COMMANDS
 
     return [name for name, _ in COMMANDS]
 

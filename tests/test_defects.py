@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from hpcvib.defects import (POINT_GROUP, SHELL_D2, DefectSpec, build_defect, canonical, dumbbell_clusters,
+from hpcvib.geometry.defects import (POINT_GROUP, SHELL_D2, DefectSpec, build_defect, canonical, dumbbell_clusters,
                             generate, site_shapes)
 
 
@@ -148,7 +148,7 @@ def test_mixed_clusters_contain_the_parallel_ones():
 
 
 def test_families_merge_pools_and_sample_reproducibly():
-    from hpcvib.defects import generate_families
+    from hpcvib.geometry.defects import generate_families
 
     fams = [{"kind": "V", "sizes": [2], "shell_radius": 2}, {"kind": "V", "sizes": [2], "shell_radius": 4}]
     specs = generate_families(fams)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcvib.descriptors import (RFAC0, DescriptorSettings, clebsch_gordan, component_list,
+from hpcvib.learning.descriptors import (RFAC0, DescriptorSettings, clebsch_gordan, component_list,
                                 descriptor_sums, per_atom_descriptors)
-from hpcvib.structures import bcc_supercell
+from hpcvib.geometry.structures import bcc_supercell
 
 import lammps_peer
 from conftest import fe_a0, serial_only

@@ -1,19 +1,19 @@
 """Relaxation whose last dense Cholesky factor gives ln det' and the inertia
-(hpcvib.exact_minimum), against independent routes: dense LAPACK eigenvalues of D, the sparse
-factorisation of hpcvib.spectral (CHOLMOD/MUMPS), and Sylvester counts by eigvalsh."""
+(hpcvib.landscape.exact_minimum), against independent routes: dense LAPACK eigenvalues of D, the sparse
+factorisation of hpcvib.linalg.spectral (CHOLMOD/MUMPS), and Sylvester counts by eigvalsh."""
 
 import numpy as np
 import pytest
 import scipy.linalg as sla
 from mpi4py import MPI
 
-from hpcvib.defects import DefectSpec, build_defect
-from hpcvib.exact_minimum import (_negative_in_block_diagonal, count_negative_eigenvalues, factorise,
+from hpcvib.geometry.defects import DefectSpec, build_defect
+from hpcvib.landscape.exact_minimum import (_negative_in_block_diagonal, count_negative_eigenvalues, factorise,
                                   newton_minimum, relax_exact, relax_to_minimum)
-from hpcvib.hessian import assemble_hessian
+from hpcvib.geometry.structures import apply_isotropic_strain
+from hpcvib.linalg.hessian import assemble_hessian
+from hpcvib.linalg.spectral import log_pseudo_determinant
 from hpcvib.potentials import load_potential
-from hpcvib.spectral import log_pseudo_determinant
-from hpcvib.structures import apply_isotropic_strain
 
 from conftest import fe_a0, serial_only
 
@@ -60,7 +60,7 @@ def test_masses_enter_ln_det_prime_as_in_the_sparse_route():
     masses[5] = 200.0  # the pinned (heaviest) atom is not atom 0
     atoms.set_masses(masses)
     fac = factorise(POT, atoms, int(np.argmax(masses)))
-    from hpcvib.exact_minimum import ln_det_prime_from_hessian
+    from hpcvib.landscape.exact_minimum import ln_det_prime_from_hessian
 
     ours = ln_det_prime_from_hessian(fac.ln_det_h, masses, fac.pinned_atom)
     sparse = log_pseudo_determinant(assemble_hessian(MPI.COMM_SELF, atoms, POT))

@@ -9,7 +9,7 @@ import sys
 import ase.io
 import pytest
 
-from hpcvib.structures import bcc_supercell
+from hpcvib.geometry.structures import bcc_supercell
 
 from conftest import fe_a0, serial_only
 from test_cli import HPCVIB, clean_env as _env
@@ -31,7 +31,7 @@ def test_full_disk_is_an_error_and_leaves_nothing(cell, tmp_path, suffix):
     # the limit is set after MPI_Init (PMIx needs large shared-memory files to start)
     script = ("import sys, resource; from mpi4py import MPI; "
               "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000)); "
-              "from hpcvib.cli import main; sys.exit(main(sys.argv[1:]))")
+              "from hpcvib.cli.commands import main; sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", script, "-q", "hessian", str(cell), "-p", "Fe_mm", "-o", str(out)],
                           capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -187,7 +187,7 @@ def test_full_disk_during_a_job_is_one_line_and_the_job_resumes(tmp_path):
     limited.mkdir(), free.mkdir()
     script = ("import sys, resource; from mpi4py import MPI; "
               "resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000)); "
-              "from hpcvib.cli import main; sys.exit(main(sys.argv[1:]))")
+              "from hpcvib.cli.commands import main; sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", script, "-q", "run", job(limited)], capture_output=True, text=True,
                           env=_env(), timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]

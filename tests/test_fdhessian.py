@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from hpcvib.calculator import HpcvibCalculator
-from hpcvib.fdhessian import coloured_fd_hessian, greedy_colouring
+from hpcvib.geometry.structures import diamond_supercell
 from hpcvib.potentials import load_potential
-from hpcvib.structures import diamond_supercell
+from hpcvib.potentials.calculator import HpcvibCalculator
+from hpcvib.potentials.fdhessian import coloured_fd_hessian, greedy_colouring
 
 
 def test_coloured_fd_hessian_equals_analytic():

@@ -1,11 +1,11 @@
-"""One rule for 'the same minimum': explicit symmetry mapping (hpcvib.fingerprint)."""
+"""One rule for 'the same minimum': explicit symmetry mapping (hpcvib.landscape.fingerprint)."""
 
 import numpy as np
 import pytest
 
-from hpcvib.defects import DefectSpec, build_defect, dumbbell_clusters
-from hpcvib.exact_minimum import relax_exact
-from hpcvib.fingerprint import cell_point_group, find_duplicates, lattice_fingerprint, symmetry_equivalent
+from hpcvib.geometry.defects import DefectSpec, build_defect, dumbbell_clusters
+from hpcvib.landscape.exact_minimum import relax_exact
+from hpcvib.landscape.fingerprint import cell_point_group, find_duplicates, lattice_fingerprint, symmetry_equivalent
 from hpcvib.potentials import load_potential
 
 from conftest import fe_a0, serial_only
@@ -32,7 +32,7 @@ def di_interstitials():
 def _random_image(atoms, seed):
     """``atoms`` moved by a random cubic operation about the cell centre, a lattice
     translation, a small rigid drift, and its atoms permuted."""
-    from hpcvib.fingerprint import cell_point_group as ops
+    from hpcvib.landscape.fingerprint import cell_point_group as ops
 
     rng = np.random.default_rng(seed)
     g = ops(atoms.cell)[rng.integers(48)]

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcvib.hessian import assemble_hessian, distribute_atoms
-from hpcvib.partition import spatial_partition
+from hpcvib.geometry.structures import bcc_supercell
+from hpcvib.linalg.hessian import assemble_hessian, distribute_atoms
+from hpcvib.parallel.partition import spatial_partition
 from hpcvib.potentials import load_potential
-from hpcvib.structures import bcc_supercell
 
 from conftest import fe_a0
 from test_potentials import random_si

@@ -1,4 +1,4 @@
-"""Exact local entropies (hpcvib.local_entropy): sum rules against the factorisation route,
+"""Exact local entropies (hpcvib.physics.local_entropy): sum rules against the factorisation route,
 the analytic projector weight, the far-field bulk value, and the CLI output."""
 
 import json
@@ -9,13 +9,13 @@ import ase.io
 import numpy as np
 from mpi4py import MPI
 
-from hpcvib.exact_minimum import relax_exact
-from hpcvib.hessian import assemble_hessian
-from hpcvib.local_entropy import dense_local_decomposition
+from hpcvib.geometry.structures import bcc_supercell, minimum_image
+from hpcvib.landscape.exact_minimum import relax_exact
+from hpcvib.linalg.hessian import assemble_hessian
+from hpcvib.linalg.spectral import log_pseudo_determinant
+from hpcvib.physics.local_entropy import dense_local_decomposition
+from hpcvib.physics.thermo import analyse_perfect_bcc, formation_entropy, vibrational_entropy
 from hpcvib.potentials import load_potential
-from hpcvib.spectral import log_pseudo_determinant
-from hpcvib.structures import bcc_supercell, minimum_image
-from hpcvib.thermo import analyse_perfect_bcc, formation_entropy, vibrational_entropy
 
 from conftest import fe_a0, fe_vacancy_saddle, serial_only
 from test_cli import clean_env
@@ -71,7 +71,7 @@ def test_thermo_local_writes_per_atom_arrays(tmp_path):
     ase.io.write(path, atoms)
     out = tmp_path / "local.extxyz"
     env = clean_env()
-    proc = subprocess.run([sys.executable, "-m", "hpcvib.cli", "thermo", str(path), "-p", "Fe_mm", "--reference",
+    proc = subprocess.run([sys.executable, "-m", "hpcvib.cli.commands", "thermo", str(path), "-p", "Fe_mm", "--reference",
                            "auto", "-t", "300", "--local", "-o", str(out), "--json"], capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

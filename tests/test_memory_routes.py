@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcvib import cholmod, mumps_seq
 from hpcvib.errors import HpcvibError
-from hpcvib.hessian import assemble_hessian
+from hpcvib.geometry.structures import bcc_supercell
+from hpcvib.linalg.hessian import assemble_hessian
+from hpcvib.linalg.solvers import cholmod, mumps_seq
+from hpcvib.linalg.spectral import MEMORY_LIMIT_VARIABLE, log_pseudo_determinant
 from hpcvib.potentials import load_potential
-from hpcvib.spectral import MEMORY_LIMIT_VARIABLE, log_pseudo_determinant
-from hpcvib.structures import bcc_supercell
 
 from conftest import fe_a0, serial_only
 
@@ -71,7 +71,7 @@ def test_auto_route_falls_back_by_memory_and_refuses_when_nothing_fits(vacancy, 
 def test_saddle_like_matrix_inertia_from_sequential_mumps(vacancy):
     """An indefinite D (the vacancy cell squeezed so that modes go unstable): the number of
     negative pivots equals the dense count of negative eigenvalues."""
-    from hpcvib.structures import bcc_supercell
+    from hpcvib.geometry.structures import bcc_supercell
 
     pot = load_potential("Fe_mm")
     atoms = bcc_supercell(4, fe_a0())

@@ -6,7 +6,7 @@ import pytest
 from mpi4py import MPI
 
 from hpcvib.errors import InputError
-from hpcvib.models import (BayesianLinearModel, EQMLModel, SavedModel, entropy_features, learning_curve,
+from hpcvib.learning.models import (BayesianLinearModel, EQMLModel, SavedModel, entropy_features, learning_curve,
                            quadratic_features, rmse)
 
 
@@ -147,7 +147,7 @@ def _two_strain_classes(n=120, k=5):
 def test_per_strain_model_is_one_independent_model_per_class_and_interpolates():
     """Independent route: each class's model is the plain Bayesian ridge fitted to that class
     alone; between classes the prediction is the linear interpolation of the two in ε."""
-    from hpcvib.models import StrainClassModel, make_model
+    from hpcvib.learning.models import StrainClassModel, make_model
 
     X, y, w0, w2 = _two_strain_classes()
     model = make_model("linear", "S_f", per_strain=True, volume_per_atom0=11.64).fit(X, y)
@@ -171,7 +171,7 @@ def test_per_strain_model_is_one_independent_model_per_class_and_interpolates():
 
 
 def test_per_strain_model_round_trip(tmp_path):
-    from hpcvib.models import make_model
+    from hpcvib.learning.models import make_model
 
     X, y, _, _ = _two_strain_classes(n=60)
     model = make_model("eqml", "S_f", per_strain=True, volume_per_atom0=11.64)
@@ -189,9 +189,9 @@ def test_per_strain_model_round_trip(tmp_path):
 
 def test_host_strain_of_a_strained_bcc_cell_is_the_strain_it_was_built_with():
     """Analytic: a cell built with a = a0 (1 + ε) has Ω = a³/2, so (Ω/Ω0)^(1/3) − 1 = ε."""
-    from hpcvib.models import StrainClassModel
-    from hpcvib.prediction import host_strain
-    from hpcvib.structures import bcc_supercell
+    from hpcvib.geometry.structures import bcc_supercell
+    from hpcvib.learning.models import StrainClassModel
+    from hpcvib.learning.prediction import host_strain
 
     a0 = 2.8553
     model = StrainClassModel(volume_per_atom0=a0 ** 3 / 2)

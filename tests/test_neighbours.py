@@ -5,7 +5,7 @@ import pytest
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
-from hpcvib.neighbours import CellList, neighbour_list
+from hpcvib.geometry.neighbours import CellList, neighbour_list
 
 
 def _as_sorted_pairs(i, j, d):

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcvib.database import Database, Record, atoms_from_record
 from hpcvib.errors import InputError
-from hpcvib.jobfile import load_job
-from hpcvib.pipeline import Pipeline, find_duplicates, lattice_fingerprint
+from hpcvib.database import Database, Record, atoms_from_record
+from hpcvib.workflow.jobfile import load_job
+from hpcvib.workflow.pipeline import Pipeline, find_duplicates, lattice_fingerprint
 
 from conftest import fe_a0, serial_only
 from test_cli import clean_env, run
@@ -197,7 +197,7 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
 
 
 def test_fingerprint_is_invariant_and_duplicates_found():
-    from hpcvib.structures import bcc_supercell
+    from hpcvib.geometry.structures import bcc_supercell
 
     a0 = fe_a0()
     atoms = bcc_supercell(4, a0)
@@ -243,9 +243,9 @@ def test_small_job_results(serial_db):
 
 def test_vacancy_entropy_matches_the_thermo_route(serial_db):
     """S_f of the database's vacancy against an independent analyse_structure + Eq. 20."""
+    from hpcvib.geometry.structures import bcc_supercell
+    from hpcvib.physics.thermo import analyse_structure, formation_entropy
     from hpcvib.potentials import load_potential
-    from hpcvib.structures import bcc_supercell
-    from hpcvib.thermo import analyse_structure, formation_entropy
 
     rec = serial_db.read_record("configs", "V1-s000-v00", "relax")
     pot = load_potential("Fe_mm")
@@ -310,7 +310,7 @@ def test_batched_job_on_the_farm_equals_serial(tmp_path_factory, comm):
 
 def _kill_job_after_relax_records(job: str, folder, n: int) -> str:
     """Start `hpcvib run JOB`, SIGKILL it once ``n`` relax records are pending; the pending folder."""
-    proc = subprocess.Popen([sys.executable, "-m", "hpcvib.cli", "run", job], env=clean_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "hpcvib.cli.commands", "run", job], env=clean_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pending = str(folder / "db.h5.d")
     deadline = time.time() + 120
@@ -371,7 +371,7 @@ def test_status_export_fit_predict_report(serial_db, tmp_path):
     assert fit["S_f/linear"]["n_samples"] == st["counts"]["thermo"]["ok"]
     # predict on a relaxed configuration from the database; the prediction is O(N) and must equal
     # the model's prediction from the database's own ΔD (independent reference cell route)
-    from hpcvib.models import SavedModel
+    from hpcvib.learning.models import SavedModel
 
     rec = serial_db.read_record("configs", "V2-s000-v00", "relax")
     ase.io.write(tmp_path / "v2.extxyz", atoms_from_record(rec))
@@ -399,7 +399,7 @@ def test_per_strain_fit_from_the_table_and_prediction_at_a_strain(serial_db, tmp
     against the database's a0) and equals that class's model applied to the database's own ΔD."""
     import ase.io
 
-    from hpcvib.models import SavedModel
+    from hpcvib.learning.models import SavedModel
 
     db = serial_db.path
     run("export", db, "-o", tmp_path / "t.npz")
@@ -477,7 +477,7 @@ def test_import_command_lammps_data_with_types_equals_extxyz(tmp_path):
 
     import ase.io
 
-    from hpcvib.structures import bcc_supercell
+    from hpcvib.geometry.structures import bcc_supercell
 
     atoms = bcc_supercell(4, fe_a0())
     del atoms[0]
@@ -504,9 +504,9 @@ def test_import_events_from_saddle_output(tmp_path):
     models; a 1-frame file and a minimum given as the saddle are recorded as failed."""
     import ase.io
 
-    from hpcvib.exact_minimum import fire
+    from hpcvib.geometry.structures import bcc_supercell
+    from hpcvib.landscape.exact_minimum import fire
     from hpcvib.potentials import load_potential
-    from hpcvib.structures import bcc_supercell
 
     atoms = bcc_supercell(4, fe_a0())
     del atoms[0]
@@ -549,10 +549,10 @@ def test_a_new_job_stage_is_one_registration(serial_db, tmp_path, monkeypatch):
     """A toy stage registered without touching any other file: its table is validated and
     defaulted like every table, it runs after [thermo] on the job's ranks, and its records show up
     in the database's flat table."""
-    from hpcvib import jobfile, pipeline
-    from hpcvib.database import flat_table
-    from hpcvib.jobfile import Key
     from hpcvib.parallel import root_only
+    from hpcvib.workflow import jobfile, pipeline
+    from hpcvib.database import flat_table
+    from hpcvib.workflow.jobfile import Key
 
     monkeypatch.setattr(jobfile, "SCHEMA", dict(jobfile.SCHEMA))
     monkeypatch.setattr(jobfile, "STAGE_TABLES", jobfile.STAGE_TABLES)
@@ -620,9 +620,9 @@ def test_local_formation_entropies_in_the_database(tmp_path):
 
 def test_small_perfect_reference_gives_the_same_excess(comm):
     """ΔD, ΔDD against a 2×2×2 perfect cell equal those against the full-size perfect cell."""
-    from hpcvib.descriptors import DescriptorSettings, descriptor_sums
-    from hpcvib.prediction import primitive_reference
-    from hpcvib.structures import bcc_supercell
+    from hpcvib.geometry.structures import bcc_supercell
+    from hpcvib.learning.descriptors import DescriptorSettings, descriptor_sums
+    from hpcvib.learning.prediction import primitive_reference
 
     settings = DescriptorSettings(jmax=2, rcut=5.0)
     big = bcc_supercell(5, fe_a0(), strain=0.01)

@@ -6,8 +6,8 @@ import pytest
 from ase.build import bulk
 
 from hpcvib.errors import InputError
+from hpcvib.geometry.structures import bcc_supercell
 from hpcvib.potentials import load_potential
-from hpcvib.structures import bcc_supercell
 
 import lammps_peer
 from conftest import fe_a0, serial_only
@@ -172,7 +172,7 @@ def test_fe_lattice_constant_from_the_potential():
 def test_ase_calculator_adapter_relaxes(comm):
     from ase.optimize import BFGS
 
-    from hpcvib.calculator import HpcvibCalculator
+    from hpcvib.potentials.calculator import HpcvibCalculator
 
     atoms = fe_cases()["vacancy"]
     atoms.calc = HpcvibCalculator("Fe_mm")
@@ -293,7 +293,7 @@ def test_a_new_potential_is_one_registration(tmp_path, capsys, monkeypatch):
     from mpi4py import MPI
 
     from hpcvib import potentials
-    from hpcvib.cli import build_parser
+    from hpcvib.cli.commands import build_parser
     from hpcvib.potentials import EAM, data_file
 
     def command(*argv):  # the CLI's command in this process, without main()'s PETSc finalisation

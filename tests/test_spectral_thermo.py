@@ -7,11 +7,11 @@ import scipy.linalg
 
 from hpcvib.constants import HBAR_OMEGA_UNIT_EV, NU_UNIT_THZ
 from hpcvib.errors import HpcvibError, NotAMinimumError
-from hpcvib.hessian import assemble_hessian
+from hpcvib.geometry.structures import bcc_supercell
+from hpcvib.linalg.hessian import assemble_hessian
+from hpcvib.linalg.spectral import full_spectrum, log_pseudo_determinant, lowest_modes, mumps_logdet
 from hpcvib.potentials import load_potential
-from hpcvib.spectral import full_spectrum, log_pseudo_determinant, lowest_modes, mumps_logdet
-from hpcvib.structures import bcc_supercell
-from hpcvib.thermo import (analyse_structure, formation_entropy, htst_rate, ln_attack_frequency,
+from hpcvib.physics.thermo import (analyse_structure, formation_entropy, htst_rate, ln_attack_frequency,
                            vibrational_entropy)
 
 from conftest import fe_a0, fe_vacancy_saddle, relaxed_fe_vacancy
@@ -52,7 +52,7 @@ def test_each_ordering_asked_for_is_the_one_mumps_uses(comm):
     """Orderings requested one after another in one process are all applied (INFOG(7) reports
     them; an earlier call's default must not stick), the determinant does not depend on them,
     and an ordering the user put into the options database wins over the argument."""
-    from hpcvib.petsc_env import init_petsc
+    from hpcvib.linalg.petsc_env import init_petsc
 
     atoms = relaxed_fe_vacancy(4)
     mat = assemble_hessian(comm, atoms, "Fe_mm").petsc_matrix(mass_weighted=True, symmetric=True, exclude_atom=0)
@@ -202,7 +202,7 @@ def test_lowest_modes_complete_for_degenerate_spectrum(comm):
 
 def test_spectrum_slicing_matches_dense(comm):
     from test_potentials import random_si
-    from hpcvib.calculator import HpcvibCalculator
+    from hpcvib.potentials.calculator import HpcvibCalculator
     from ase.optimize import BFGS
 
     atoms = random_si(32)
@@ -234,7 +234,7 @@ def test_singular_dynamical_matrix_is_an_error(comm):
 
 def test_quantum_harmonic_thermodynamics_consistency():
     """S = −∂F/∂T (central differences of F) and the classical limit S_q → S_cl at high T."""
-    from hpcvib.thermo import quantum_harmonic
+    from hpcvib.physics.thermo import quantum_harmonic
 
     rng = np.random.default_rng(0)
     lam = np.concatenate([np.zeros(3), rng.uniform(0.01, 0.3, 300)])
@@ -253,7 +253,7 @@ def test_quantum_harmonic_thermodynamics_consistency():
 
 def test_higher_order_saddle_is_an_error(comm):
     """An inertia of 2 or more is refused even when no kind is expected."""
-    from hpcvib.thermo import StructureAnalysis, check_kind
+    from hpcvib.physics.thermo import StructureAnalysis, check_kind
 
     fake = StructureAnalysis("two.xyz", 10, 0.0, 0.0, 0.0, 2, np.array([-0.2, -0.1, 0.0]), None, 0, {}, {})
     with pytest.raises(NotAMinimumError, match="higher-order saddle.*2 negative.*-0.2, -0.1"):
@@ -263,7 +263,7 @@ def test_higher_order_saddle_is_an_error(comm):
 
 def test_mismatched_minimum_and_saddle_are_refused():
     from hpcvib.errors import InputError
-    from hpcvib.thermo import check_same_system
+    from hpcvib.physics.thermo import check_same_system
 
     m = relaxed_fe_vacancy(4)
     with pytest.raises(InputError, match="s.xyz: 126 atoms, but minimum m.xyz has 127"):
@@ -282,7 +282,7 @@ def test_mismatched_minimum_and_saddle_are_refused():
 def test_bloch_ln_det_prime_of_perfect_bcc(comm, reps, strain):
     """Perfect bcc cells (cubic and not, strained): Bloch sums over the commensurate q-points
     against dense eigvalsh of the whole cell, and against the sparse factorisation."""
-    from hpcvib.thermo import bloch_ln_det_prime_bcc
+    from hpcvib.physics.thermo import bloch_ln_det_prime_bcc
 
     a = fe_a0() * (1.0 + strain)
     atoms = bcc_supercell(reps, a)
@@ -300,9 +300,9 @@ def test_rejections_are_cheap_and_check_forces():
     from mpi4py import MPI
 
     from hpcvib.errors import NotAMinimumError
+    from hpcvib.geometry.structures import bcc_supercell
+    from hpcvib.physics.thermo import MODES_IN_REJECTION, analyse_structure
     from hpcvib.potentials import load_potential
-    from hpcvib.structures import bcc_supercell
-    from hpcvib.thermo import MODES_IN_REJECTION, analyse_structure
 
     from conftest import fe_a0
 

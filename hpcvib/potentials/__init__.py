@@ -24,12 +24,12 @@ from importlib import resources
 
 import numpy as np
 
-from ..errors import InputError
-from .base import BlockRows, Evaluation, Potential
-from .ase_calculator import PREFIX as PYTHON_PREFIX
-from .ase_calculator import CalculatorPotential
-from .eam import EAM
-from .sw import SI_ORIGINAL, SI_VINK, StillingerWeber
+from hpcvib.errors import InputError
+from hpcvib.potentials.ase_calculator import CalculatorPotential
+from hpcvib.potentials.ase_calculator import PREFIX as PYTHON_PREFIX
+from hpcvib.potentials.base import BlockRows, Evaluation, Potential
+from hpcvib.potentials.eam import EAM
+from hpcvib.potentials.sw import SI_ORIGINAL, SI_VINK, StillingerWeber
 
 def _fe_mm() -> Potential:
     pot = EAM(data_file("Fe_mm.eam.fs"), style="fs", name="Fe_mm", citation=BUILTIN["Fe_mm"])

@@ -13,7 +13,7 @@
     the bSO(4) cut-off the surrogate models use with this potential (default: ``CUTOFF``).
 
 Energies and forces come from the calculator. The Hessian comes from central differences of
-the forces with graph colouring (:mod:`hpcvib.fdhessian`): atoms farther apart than 2R are
+the forces with graph colouring (:mod:`hpcvib.potentials.fdhessian`): atoms farther apart than 2R are
 displaced together, so one Hessian costs **6 × (number of colours) force calls** — independent
 of N for large cells (1024-atom Fe with R = 10.6 Å: ~100 colours) — with the step
 ``FD_STEP`` = 1e-4 Å (error O(h²) ≈ 1e-8 of the Hessian for smooth potentials; potentials with
@@ -31,8 +31,8 @@ import sys
 
 import numpy as np
 
-from ..errors import InputError
-from .base import BlockRows, Evaluation, Potential
+from hpcvib.errors import InputError
+from hpcvib.potentials.base import BlockRows, Evaluation, Potential
 
 PREFIX = "python:"
 #: central-difference step of the Hessian, Å
@@ -132,7 +132,7 @@ class CalculatorPotential(Potential):
         rows = np.arange(n, dtype=np.int64) if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
         key = (atoms.positions.tobytes(), np.asarray(atoms.get_cell()).tobytes(), atoms.numbers.tobytes())
         if self._hessian_cache is None or self._hessian_cache[0] != key:
-            from ..fdhessian import coloured_fd_hessian
+            from hpcvib.potentials.fdhessian import coloured_fd_hessian
 
             h, _ = coloured_fd_hessian(atoms, self.calculator, 2.0 * self.cutoff, FD_STEP)
             bsr = h.tobsr(blocksize=(3, 3))

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numba as nb
 import numpy as np
 
-from ..errors import InputError
-from ..neighbours import CellList, VerletList
+from hpcvib.errors import InputError
+from hpcvib.geometry.neighbours import CellList, VerletList
 
 
 @dataclass
@@ -136,7 +136,7 @@ class Potential:
     def energy_neighbours(self, atoms):
         """Full neighbour list within the cut-off for an energy/force evaluation, from a skin
         list kept on this potential and rebuilt only when an atom moved more than half the skin
-        (:class:`hpcvib.neighbours.VerletList`): a relaxation's force calls build it once every
+        (:class:`hpcvib.geometry.neighbours.VerletList`): a relaxation's force calls build it once every
         few steps instead of every call (1024-atom Fe: 3.5 ms instead of 12.5 ms per call)."""
         cache = self.__dict__.get("_verlet")
         if cache is None:

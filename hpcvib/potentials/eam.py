@@ -16,8 +16,8 @@ import os
 import numba as nb
 import numpy as np
 
-from ..errors import InputError
-from .base import Evaluation, Potential, add_block, add_outer, radial_kernel
+from hpcvib.errors import InputError
+from hpcvib.potentials.base import Evaluation, Potential, add_block, add_outer, radial_kernel
 
 
 # ------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import os
 import numba as nb
 import numpy as np
 
-from ..errors import InputError
-from .base import Evaluation, Potential, add_block, radial_kernel
+from hpcvib.errors import InputError
+from hpcvib.potentials.base import Evaluation, Potential, add_block, radial_kernel
 
 _FIELDS = ("epsilon", "sigma", "a", "lambda", "gamma", "costheta0", "A", "B", "p", "q", "tol")
 

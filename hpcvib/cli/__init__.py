@@ -1,0 +1,1 @@
+"""The command line: `hpcvib <command>` (commands.py) and `make demo` (demo.py)."""

@@ -1,0 +1,1 @@
+"""Atoms and cells: reading/writing structures, neighbour lists, builders of defects and amorphous cells."""

@@ -1,0 +1,407 @@
+"""Saddle-point search in the spirit of ARTn, with the exact sparse Hessian (paper Sec. II A).
+
+One search from a relaxed minimum x0 (all steps collective over a rank group ``comm``; forces
+are evaluated redundantly on every rank, the Hessian is assembled in parallel):
+
+1. *activation* — a random displacement d of an atom and its neighbours within
+   ``activation_radius`` (seeded), then pushes x ← x + δ d with a few steepest-descent steps in
+   the hyperplane ⊥ d, until the lowest eigenvalue λ1 of D (SLEPc Krylov–Schur with MUMPS
+   shift-and-invert, warm-started from the previous mode with the shift close below its
+   eigenvalue, the three translations deflated; one factorisation per call, the shift checked by
+   its inertia) falls below ``eigenvalue_threshold``
+   (default −2e-3 eV/(Å² amu), i.e. about −0.1 eV/Å² on the Hessian of Si or Fe, ARTn's usual
+   value): the configuration has left the harmonic basin; if convergence later loses the
+   negative mode, activation resumes (at most ``max_returns`` times);
+2. *convergence* — with ``newton`` (default) eigenvector-following steps with the exact sparse
+   Hessian (uphill along the lowest mode u, Newton in the hyperplane; :meth:`SaddleSearch.
+   _eigenvector_following_step`) once max |F| < ``newton_force`` and only the lowest eigenvalue
+   is negative, which converge quadratically near the saddle; otherwise, and always without
+   ``newton``, plain ARTn steps (climb along u, a few steepest-descent steps ⊥ u, their step
+   factor halved for the rest of the search after a step that raised the energy). Converged at
+   max |F| < ``fmax`` (paper: 1e-7 eV/Å); at most ``max_convergence_steps``;
+3. *confirmation* — the inertia of one sparse LDLᵀ factorisation must be exactly 1; then the
+   saddle is pushed along ±u and relaxed to both adjacent minima (FIRE, then Newton steps with
+   the exact Hessian); the event is kept only when one side is the initial minimum
+   (connectivity) and the other is not.
+
+Every failure is returned as a result with ``status = "failed"`` and its reason, never raised.
+``ArtnResult`` carries ΔE, the exact Vineyard ln ν* (Eq. 24–25), force/Hessian/eigensolver call
+counts and timings. :func:`duplicate_events` applies the paper's duplicate criterion (energy and
+displacement of the most displaced atom).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from hpcvib.errors import ConvergenceError, HpcvibError
+from hpcvib.geometry.structures import minimum_image
+from hpcvib.log import get_logger
+
+#: A warm-started eigensolve places its shift σ this far (eV/(Å² amu)), or half of |λ1|, below
+#: min(previous λ1, 0). Close shifts separate λ1 from the dense soft spectrum of a glass (4 096-atom
+#: a-Si minimum: 7 Krylov–Schur restarts, 3.7 s at σ = −1e-3; 18 restarts, 6.2 s at −0.02); when λ1
+#: jumps below σ (another mode softens), the inertia check in ``lowest_modes`` repeats the solve
+#: lower (6 % of the calls on 512-atom a-Si; 1.5 % at −0.02, where without the check those were
+#: silently wrong).
+SHIFT_BELOW_PREVIOUS = 1e-3
+
+
+@dataclass
+class ArtnSettings:
+    """Parameters of one search (lengths Å, forces eV/Å, eigenvalues of D in eV/(Å² amu))."""
+
+    activation_radius: float = 3.0
+    initial_displacement: float = 0.1
+    push_step: float = 0.1
+    eigenvalue_threshold: float = -2e-3
+    max_returns: int = 3
+    max_activation_steps: int = 40
+    perpendicular_steps_activation: int = 4
+    perpendicular_steps: int = 6
+    perpendicular_alpha: float = 0.05
+    max_move: float = 0.1
+    climb_step: float = 0.15
+    max_convergence_steps: int = 100
+    fmax: float = 1e-7
+    newton: bool = True
+    newton_force: float = 0.5
+    push_off: float = 0.15
+    relax_fmax: float = 1e-6
+    same_minimum_tol: float = 0.05
+    activation: str = "defect"  # "defect" (atoms unlike the host, see activation_candidates) or "random"
+
+
+@dataclass
+class ArtnResult:
+    status: str
+    reason: str = ""
+    atom: int = -1
+    seed: int = 0
+    saddle: object = None
+    final: object = None
+    energies: dict = field(default_factory=dict)
+    delta_E_eV: float = float("nan")
+    ln_nu_THz: float = float("nan")
+    lambda_neg: float = float("nan")
+    n_negative: int = -1
+    ln_det_minimum: float = float("nan")
+    ln_abs_det_saddle: float = float("nan")
+    ln_det_final: float = float("nan")
+    max_displacement_A: float = float("nan")
+    counts: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d.pop("saddle")
+        d.pop("final")
+        return d
+
+
+@dataclass
+class Mode:
+    """Lowest non-translational eigenpair of D at one configuration."""
+
+    eigenvalue: float  # λ1 of D, eV/(Å² amu)
+    direction: np.ndarray  # unit Cartesian direction u (N×3)
+    curvature: float  # uᵀ H u, eV/Å²
+    vector: np.ndarray  # the D-space eigenvector (3N), for warm starts
+    second_eigenvalue: float  # the next non-translational eigenvalue (inf when not computed)
+
+
+class _Counter:
+    def __init__(self):
+        self.forces = self.hessians = self.modes = self.newton_steps = 0
+        self.activation_steps = self.convergence_steps = 0
+
+    def as_dict(self):
+        return dict(vars(self))
+
+
+def displacement(a, b) -> np.ndarray:
+    """Per-atom minimum-image displacement b − a (Å) with the rigid translation (median) removed."""
+    d = minimum_image(b.positions - a.positions, a.get_cell())
+    return d - np.median(d, axis=0)
+
+
+def same_minimum(a, b, tol: float) -> bool:
+    return len(a) == len(b) and float(np.linalg.norm(displacement(a, b), axis=1).max()) < tol
+
+
+def mass_weighted_translations(atoms) -> np.ndarray:
+    """The three rigid translations of a periodic cell in mass-weighted coordinates (3N × 3,
+    orthonormal columns): exact null vectors of D."""
+    m = atoms.get_masses()
+    t = np.zeros((3 * len(atoms), 3))
+    for a in range(3):
+        t[a::3, a] = np.sqrt(m)
+    return t / np.linalg.norm(t, axis=0)
+
+
+def cartesian_direction(vector, atoms) -> np.ndarray:
+    """The Cartesian displacement (N×3) of a mass-weighted eigenvector of D (3N): v_i / √m_i."""
+    return (np.asarray(vector) / np.repeat(np.sqrt(atoms.get_masses()), 3)).reshape(-1, 3)
+
+
+#: an atom is 'unlike the host' when its energy differs from the median atom's by more than
+#: this many robust standard deviations (1.4826 × median absolute deviation) ...
+ACTIVATION_SPREADS = 4.0
+#: ... and by more than this (eV), so that round-off and far-field strain never count
+ACTIVATION_MIN_DEVIATION = 0.02
+ACTIVATION_RULES = ("defect", "random")
+
+
+def activation_candidates(atoms, potential) -> np.ndarray:
+    """Atoms where a search should start (the documented rule of ``activation = "defect"``):
+    those whose per-atom energy e_i differs from the host's typical value — the median over the
+    cell — by more than max(:data:`ACTIVATION_MIN_DEVIATION`, :data:`ACTIVATION_SPREADS` × the
+    robust spread 1.4826·median|e_i − median|). In a crystal with a point defect these are the
+    atoms around the defect (the bulk atoms all share the median energy); in a glass, the atoms
+    of unusual environments (coordination defects, strained bonds). A cell with no such atom
+    (a perfect crystal) returns every atom."""
+    energies = potential.evaluate(atoms).energies
+    median = np.median(energies)
+    deviation = np.abs(energies - median)
+    threshold = max(ACTIVATION_MIN_DEVIATION, ACTIVATION_SPREADS * 1.4826 * float(np.median(deviation)))
+    chosen = np.flatnonzero(deviation > threshold)
+    return chosen if len(chosen) else np.arange(len(atoms))
+
+
+def activation_direction(atoms, atom: int, radius: float, rng) -> np.ndarray:
+    """Random unit vector (N×3) on ``atom`` and its neighbours within ``radius``, no net translation."""
+    vec = minimum_image(atoms.positions - atoms.positions[atom], atoms.get_cell())
+    near = np.linalg.norm(vec, axis=1) <= radius
+    d = np.zeros_like(atoms.positions)
+    d[near] = rng.normal(size=(int(near.sum()), 3))
+    d[near] -= d[near].mean(axis=0)
+    return d / np.linalg.norm(d)
+
+
+class SaddleSearch:
+    """A search engine bound to a potential and a rank group."""
+
+    def __init__(self, comm, potential, settings: ArtnSettings | None = None):
+        from hpcvib.potentials import load_potential
+
+        self.comm = comm
+        self.pot = load_potential(potential)
+        self.s = settings or ArtnSettings()
+        self.log = get_logger("artn")
+
+    # ---------------------------------------------------------------- primitives
+    def _forces(self, atoms, count):
+        count.forces += 1
+        ev = self.pot.evaluate(atoms)
+        return ev.energy, ev.forces
+
+    def lowest_mode(self, atoms, previous: Mode | None, count) -> Mode:
+        """The lowest non-translational eigenpair of D (and the next eigenvalue), warm-started
+        from ``previous``."""
+        from hpcvib.linalg.hessian import assemble_hessian
+        from hpcvib.linalg.spectral import lowest_modes
+
+        count.modes += 1
+        dh = assemble_hessian(self.comm, atoms, self.pot)
+        t = mass_weighted_translations(atoms)
+        if previous is None:  # first call of a search: shift placed by inertia, result verified
+            modes = lowest_modes(dh, k=4, want_vectors=True)
+        else:  # warm start with the translations deflated, one factorisation, the shift close below
+            # the previous λ1; lowest_modes moves it down when its inertia shows a missed eigenvalue
+            last = previous.eigenvalue
+            sigma = min(last, 0.0) - max(SHIFT_BELOW_PREVIOUS, 0.5 * abs(last))
+            modes = lowest_modes(dh, k=2, want_vectors=True, initial=previous.vector, sigma=sigma, verify=False,
+                                 deflate=t)
+        vecs = modes.vectors
+        trans = np.linalg.norm(t.T @ vecs, axis=0)
+        candidates = [i for i in np.argsort(modes.eigenvalues) if trans[i] < 0.5]
+        if not candidates:
+            raise ConvergenceError("no non-translational mode among the 4 lowest")
+        i = candidates[0]
+        v = vecs[:, i] - t @ (t.T @ vecs[:, i])
+        v /= np.linalg.norm(v)
+        u = cartesian_direction(v, atoms)
+        scale = np.linalg.norm(u)
+        lam = float(modes.eigenvalues[i])
+        second = float(modes.eigenvalues[candidates[1]]) if len(candidates) > 1 else float("inf")
+        return Mode(lam, u / scale, lam / scale ** 2, v, second)
+
+    def _relax_perpendicular(self, atoms, direction, n_steps, count):
+        """Steepest descent on F − (F·d)d, moves capped at ``max_move`` per atom. A step that
+        raised the energy was too long for the stiffest perpendicular direction (α·k > 2: a
+        period-2 oscillation that the cap holds at max |F| = max_move/α, seen in 4 096-atom
+        a-Si searches that then ran to the step limit): the search's step factor α is halved."""
+        e_before = None
+        for _ in range(n_steps):
+            e, f = self._forces(atoms, count)
+            if e_before is not None and e > e_before:
+                self._alpha = max(0.5 * self._alpha, self.s.perpendicular_alpha / 64)
+            e_before = e
+            f_perp = f - np.sum(f * direction) * direction
+            step = self._alpha * f_perp
+            longest = np.linalg.norm(step, axis=1).max()
+            if longest > self.s.max_move:
+                step *= self.s.max_move / longest
+            atoms.positions += step
+
+    # ---------------------------------------------------------------- search
+    def search(self, minimum, seed: int = 0, atom: int | None = None, direction: np.ndarray | None = None) -> ArtnResult:
+        """One search from the relaxed ``minimum``. ``atom`` (default: drawn with the seed from
+        :func:`activation_candidates`, or from all atoms with ``activation = "random"``) is the
+        centre of the activation; ``direction`` (N×3) replaces the random one (tests, scripted
+        events). Collective over the group."""
+        t0 = time.perf_counter()
+        count = _Counter()
+        self._alpha = self.s.perpendicular_alpha
+        rng = np.random.default_rng(seed)
+        if atom is None:
+            if self.s.activation not in ACTIVATION_RULES:
+                raise HpcvibError(f"unknown activation rule {self.s.activation!r} (use {', '.join(ACTIVATION_RULES)})")
+            pool = activation_candidates(minimum, self.pot) if self.s.activation == "defect" else np.arange(len(minimum))
+            atom = int(pool[rng.integers(len(pool))])
+        result = ArtnResult("failed", atom=atom, seed=seed)
+        try:
+            saddle = self._activate_and_converge(minimum, atom, rng, direction, count)
+            self._confirm(minimum, saddle, result, count)
+        except (ConvergenceError, HpcvibError) as exc:
+            result.status, result.reason = "failed", str(exc)
+        result.counts = count.as_dict()
+        result.seconds = time.perf_counter() - t0
+        self.log.info("search atom %d seed %d: %s%s (%d forces, %d modes, %.1f s)", atom, seed, result.status,
+                      f" ({result.reason})" if result.reason else f", ΔE = {result.delta_E_eV:.4f} eV",
+                      count.forces, count.modes, result.seconds)
+        return result
+
+    def _activate_and_converge(self, minimum, atom, rng, direction, count):
+        """Activation pushes along d until λ1 < threshold, then convergence steps; when the
+        negative mode is lost during convergence, back to activation (at most ``max_returns``)."""
+        s = self.s
+        d = activation_direction(minimum, atom, s.activation_radius, rng) if direction is None else \
+            np.asarray(direction, dtype=float) / np.linalg.norm(direction)
+        d_step = d / np.linalg.norm(d, axis=1).max()  # largest atom moves by one unit
+        x = minimum.copy()
+        x.calc = None
+        x.positions += s.initial_displacement * d_step
+        mode = last_unstable = None
+        activating, returns = True, 0
+        fresh = False  # mode belongs to the current x (no second eigensolve when the phase switches)
+        while True:
+            if activating:
+                if count.activation_steps >= s.max_activation_steps:
+                    raise ConvergenceError(f"no negative mode below {s.eigenvalue_threshold:g} eV/(Å² amu) within "
+                                           f"{s.max_activation_steps} activation steps")
+                count.activation_steps += 1
+                if not fresh:
+                    mode, fresh = self.lowest_mode(x, mode, count), True
+                if mode.eigenvalue < s.eigenvalue_threshold:
+                    activating = False
+                    continue
+                x.positions += s.push_step * d_step
+                self._relax_perpendicular(x, d, s.perpendicular_steps_activation, count)
+                fresh = False
+                continue
+            if count.convergence_steps >= s.max_convergence_steps:
+                raise ConvergenceError(f"saddle not converged to {s.fmax:g} eV/Å in {s.max_convergence_steps} steps")
+            count.convergence_steps += 1
+            _, f = self._forces(x, count)
+            fmax = float(np.linalg.norm(f, axis=1).max())
+            if fmax < s.fmax:
+                return x
+            if not fresh:
+                mode, fresh = self.lowest_mode(x, mode, count), True
+            if mode.eigenvalue >= 0:
+                returns += 1
+                if returns > s.max_returns:
+                    raise ConvergenceError(f"lost the negative mode {returns} times (λ1 = {mode.eigenvalue:.3g})")
+                # resume activation along the last unstable direction, uphill
+                if last_unstable is not None:
+                    d = -np.sign(np.sum(f * last_unstable) or 1.0) * last_unstable
+                    d_step = d / np.linalg.norm(d, axis=1).max()
+                activating = True
+                continue
+            u = last_unstable = mode.direction
+            fresh = False
+            if s.newton and fmax < s.newton_force and mode.second_eigenvalue > 0:
+                self._eigenvector_following_step(x, f, u, mode.curvature, count)
+                continue
+            f_par = float(np.sum(f * u))
+            move = np.clip(f_par / mode.curvature, -s.climb_step, s.climb_step)
+            x.positions += move * u
+            self._relax_perpendicular(x, u, s.perpendicular_steps, count)
+
+    def _eigenvector_following_step(self, x, f, u, curv, count):
+        """Eigenvector-following step: uphill along the lowest mode u, Newton downhill in every
+        other direction — Δx = H⁻¹F, plus −2 (u·F)/κ u when the curvature κ = uᵀHu along u is
+        positive (H − 2κ u uᵀ has u's curvature reversed; for κ < 0 the Newton step already
+        climbs along u). Quadratic convergence near the saddle. One factorisation of H with atom 0
+        pinned (removing the translations; :func:`~hpcvib.landscape.saddle.newton_direction`); steps
+        capped at ``climb_step`` Å per atom."""
+        from hpcvib.landscape.saddle import newton_direction
+
+        count.hessians += 1
+        count.newton_steps += 1
+        step = newton_direction(self.pot, x, f, self.comm)
+        if curv > 0:
+            step -= 2.0 * float(np.sum(f * u)) / curv * u
+        step -= step.mean(axis=0)
+        longest = np.linalg.norm(step, axis=1).max()
+        if longest > self.s.climb_step:
+            step *= self.s.climb_step / longest
+        x.positions += step
+
+    def _confirm(self, minimum, saddle, result, count):
+        from hpcvib.landscape.saddle import relax
+        from hpcvib.physics.thermo import analyse_structure, ln_attack_frequency
+
+        s = self.s
+        # MUMPS LDLᵀ (a Cholesky attempt would only fail on a saddle); the unstable mode comes
+        # with it (verified by inertia)
+        sad = analyse_structure(self.comm, saddle, self.pot, "saddle", n_modes=1, want_vectors=True, solver="mumps")
+        count.hessians += 1
+        result.n_negative = sad.n_negative
+        if sad.n_negative != 1:
+            raise HpcvibError(f"converged to a stationary point with {sad.n_negative} negative eigenvalues")
+        u = cartesian_direction(sad.lowest_vectors[:, 0], saddle)
+        sides = []
+        for sign in (1.0, -1.0):
+            start = saddle.copy()
+            start.positions += sign * s.push_off * u / np.linalg.norm(u, axis=1).max()
+            sides.append(relax(start, self.pot, fmax=s.relax_fmax, refine=False, newton=True, comm=self.comm))
+        back = [same_minimum(minimum, side, s.same_minimum_tol) for side in sides]
+        if not any(back):
+            raise HpcvibError("not connected: neither side of the saddle relaxes to the initial minimum")
+        if all(back):
+            raise HpcvibError("both sides of the saddle relax to the initial minimum")
+        final = sides[1] if back[0] else sides[0]
+        mini = analyse_structure(self.comm, minimum, self.pot, "minimum", expect="minimum")
+        fin = analyse_structure(self.comm, final, self.pot, "final minimum")
+        count.hessians += 2
+        if fin.n_negative:
+            raise HpcvibError(f"final minimum has {fin.n_negative} negative eigenvalues")
+        result.status = "ok"
+        result.saddle, result.final = saddle, final
+        result.energies = {"minimum": mini.energy, "saddle": sad.energy, "final": fin.energy}
+        result.delta_E_eV = sad.energy - mini.energy
+        result.lambda_neg = float(sad.lowest_eigenvalues[0])
+        result.ln_det_minimum, result.ln_abs_det_saddle, result.ln_det_final = \
+            mini.ln_det_prime, sad.ln_det_prime, fin.ln_det_prime
+        result.ln_nu_THz = ln_attack_frequency(mini.ln_det_prime, sad.ln_det_prime, result.lambda_neg)
+        result.max_displacement_A = float(np.linalg.norm(displacement(minimum, saddle), axis=1).max())
+
+
+def duplicate_events(events, energy_tol: float = 1e-3, displacement_tol: float = 0.02) -> dict:
+    """{duplicate key: original key} among (key, ΔE, max displacement) of successful events from
+    one minimum: same barrier within ``energy_tol`` eV and same displacement of the most
+    displaced atom within ``displacement_tol`` Å (the paper's criterion); first one kept."""
+    originals, dup = [], {}
+    for key, de, disp in events:
+        for okey, ode, odisp in originals:
+            if abs(de - ode) < energy_tol and abs(disp - odisp) < displacement_tol:
+                dup[key] = okey
+                break
+        else:
+            originals.append((key, de, disp))
+    return dup

@@ -1,0 +1,1 @@
+"""Surrogates: bSO(4) descriptors, linear / EQML / per-strain models, training tables, prediction, reports."""

@@ -1,0 +1,1 @@
+"""One-process factorisation backends (CHOLMOD, sequential MUMPS with METIS) behind linalg.spectral."""
