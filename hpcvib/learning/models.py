@@ -513,7 +513,7 @@ def learning_curve(comm, make, X, y, test_fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n
 
 # ------------------------------------------------------------------------------- persistence
 #: folder of the models shipped with the package (``hpcvib predict Fe_mm-Sf-linear ...``)
-BUILTIN_MODEL_DIR = os.path.join(os.path.dirname(__file__), "data", "models")
+BUILTIN_MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "models")
 
 
 def builtin_models() -> list[str]:
