@@ -65,8 +65,12 @@ def test_search_is_deterministic_for_a_seed():
 def test_search_independent_of_rank_count(comm):
     neb = fe_vacancy_neb(4)
     d = _towards_vacancy(neb)
-    world = SaddleSearch(comm, "Fe_mm").search(neb["initial"], seed=1, atom=neb["mover"], direction=d)
-    alone = SaddleSearch(MPI.COMM_SELF, "Fe_mm").search(neb["initial"], seed=1, atom=neb["mover"], direction=d)
+    # the same algorithm on every group size: min-mode following with dense factors needs one
+    # process, so both runs use the distributed (SLEPc) route
+    settings = ArtnSettings(mode_solver="slepc")
+    world = SaddleSearch(comm, "Fe_mm", settings).search(neb["initial"], seed=1, atom=neb["mover"], direction=d)
+    alone = SaddleSearch(MPI.COMM_SELF, "Fe_mm", settings).search(neb["initial"], seed=1, atom=neb["mover"],
+                                                                 direction=d)
     assert world.status == alone.status == "ok"
     assert abs(world.delta_E_eV - alone.delta_E_eV) < 1e-9
     assert abs(world.ln_nu_THz - alone.ln_nu_THz) < 1e-7
@@ -292,3 +296,32 @@ def test_json_output_has_null_not_nan():
     emit_json(MPI.COMM_SELF, {"a": float("nan"), "b": [1.0, float("inf")], "c": np.array([np.nan, 2.0]),
                               "d": np.float64("nan")}, stream=out)
     assert json.loads(out.getvalue()) == {"a": None, "b": [1.0, None], "c": [None, 2.0], "d": None}
+
+
+@serial_only()
+def test_min_mode_following_converges_where_artn_steps_lost_the_mode():
+    """Seed 2 from the relaxed 127-atom Fe vacancy: the ARTn steps (climb, then steepest descent
+    across the mode; still used on several ranks) fall back into the basin four times and give
+    up; min-mode following with one shifted factor per step (partitioned-RFO where λ1 < 0, uphill
+    only where λ1 ≥ 0) ends at the connected vacancy-jump saddle (CI-NEB barrier, 1e-4 eV)."""
+    neb = fe_vacancy_neb(4)
+    old = SaddleSearch(MPI.COMM_SELF, "Fe_mm", ArtnSettings(mode_solver="slepc")).search(neb["initial"], seed=2)
+    assert old.status == "failed" and "lost the negative mode" in old.reason
+    new = SaddleSearch(MPI.COMM_SELF, "Fe_mm").search(neb["initial"], seed=2)
+    assert new.status == "ok", new.reason
+    assert new.n_negative == 1 and abs(new.delta_E_eV - neb["neb_barrier"]) < 1e-4
+    assert np.abs(load_potential("Fe_mm").evaluate(new.saddle).forces).max() < 1e-7
+
+
+@serial_only()
+def test_dense_and_slepc_modes_agree():
+    """The lowest mode of one configuration by the shifted dense factor and by SLEPc."""
+    from hpcvib.landscape.artn import _Counter
+
+    neb = fe_vacancy_neb(4)
+    atoms = neb["saddle"]
+    modes = [SaddleSearch(MPI.COMM_SELF, "Fe_mm", ArtnSettings(mode_solver=m)).lowest_mode(atoms, None, _Counter())
+             for m in ("dense", "slepc")]
+    assert modes[0].factor is not None and modes[1].factor is None
+    assert np.isclose(modes[0].eigenvalue, modes[1].eigenvalue, rtol=1e-7)
+    assert abs(abs(np.sum(modes[0].direction * modes[1].direction)) - 1) < 1e-6

@@ -736,6 +736,10 @@ class SaddleCommand:
         parser.add_argument("--seed", type=int, default=0, help="seed of the activation (default 0)")
         parser.add_argument("--atom", type=int, help="centre of the activation (default: drawn with the seed "
                             "from the atoms the --activation rule picks)")
+        parser.add_argument("--mode-solver", choices=["dense", "slepc"], default="dense",
+                            help="dense (default): one shifted dense factor per step gives the lowest modes and "
+                                 "the min-mode-following step (one process, <= 4000 unknowns, else slepc); "
+                                 "slepc: SLEPc modes and ARTn steps")
         parser.add_argument("--activation", choices=["defect", "random"], default="defect",
                             help="defect (default): atoms whose energy differs from the host's median by more than "
                                  "max(0.02 eV, 4 robust spreads) — the defect region; random: any atom")
@@ -756,7 +760,8 @@ class SaddleCommand:
         label, minimum = load_structures(comm, [args.structure], args.file_format, types=args.types)[0]
         if args.atom is not None and not 0 <= args.atom < len(minimum):
             raise InputError(f"{label}: --atom {args.atom} out of range (0..{len(minimum) - 1})")
-        settings = ArtnSettings(fmax=args.fmax, newton=not args.no_newton, activation=args.activation)
+        settings = ArtnSettings(fmax=args.fmax, newton=not args.no_newton, activation=args.activation,
+                                mode_solver=args.mode_solver)
         res = SaddleSearch(comm, args.potential, settings).search(minimum, seed=args.seed, atom=args.atom)
         out = {"structure": label, **res.summary()}
         if res.status == "ok" and args.output:

@@ -195,7 +195,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           "defect: start at atoms whose energy differs from the host's (hpcvib.landscape.artn."
                           "activation_candidates); random: any atom"),
         "fmax": Key((float, int), 1e-7, _positive, "saddle force tolerance, eV/Å (paper 1e-7)"),
-        "newton": Key(bool, True, doc="exact-Hessian Newton steps near the saddle"),
+        "newton": Key(bool, True, doc="exact-Hessian steps (min-mode following, or Newton near the saddle)"),
+        "mode_solver": Key(str, "dense", _one_of("dense", "slepc"),
+                           "dense: one shifted factor per step gives mode and step (one-rank groups, "
+                           "≤ 4000 unknowns); slepc: SLEPc modes and ARTn steps"),
         "activation_radius": Key((float, int), 3.0, _positive, "Å"),
         "initial_displacement": Key((float, int), 0.1, _positive, "Å, largest initial atomic displacement"),
         "eigenvalue_threshold": Key((float, int), -2e-3, lambda v: None if v < 0 else "must be < 0",

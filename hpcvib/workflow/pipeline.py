@@ -827,7 +827,7 @@ class Pipeline:
 
         sj = self.job["saddles"]
         return ArtnSettings(fmax=sj["fmax"], newton=sj["newton"], activation=sj["activation"],
-                            activation_radius=sj["activation_radius"],
+                            mode_solver=sj["mode_solver"], activation_radius=sj["activation_radius"],
                             initial_displacement=sj["initial_displacement"],
                             eigenvalue_threshold=sj["eigenvalue_threshold"],
                             max_activation_steps=sj["max_activation_steps"],
