@@ -55,6 +55,10 @@ from hpcvib.log import get_logger
 #: lower (6 % of the calls on 512-atom a-Si; 1.5 % at −0.02, where without the check those were
 #: silently wrong).
 SHIFT_BELOW_PREVIOUS = 1e-3
+#: mode residual tolerance during min-mode following: MODE_TOL_PER_FORCE × max|F| (eV/Å), between
+#: MIN_MODE_TOL and shifted.EIGEN_TOL (eV/(Å² amu)) — loose far from the saddle, tight at it
+MODE_TOL_PER_FORCE = 1e-2
+MIN_MODE_TOL = 1e-10
 
 
 @dataclass
@@ -314,10 +318,11 @@ class SaddleSearch:
             _, f_new = self._forces(x, count)
             # an accurate mode where it is isolated (λ1 < 0); a loose one in a convex region, where
             # it sits in the cluster at the bottom of the spectrum and only its direction is used
-            new_mode = self.lowest_mode(x, mode, count, shifted.EIGEN_TOL if mode.eigenvalue < 0
-                                        else s.activation_mode_tol)
+            # (tightened with the forces: near the saddle the step along v needs v to ~1e-2 max|F|)
+            tight = min(shifted.EIGEN_TOL, max(MIN_MODE_TOL, MODE_TOL_PER_FORCE * float(np.linalg.norm(f_new, axis=1).max())))
+            new_mode = self.lowest_mode(x, mode, count, tight if mode.eigenvalue < 0 else s.activation_mode_tol)
             if mode.eigenvalue >= 0 and new_mode.eigenvalue < 0:
-                new_mode = self._dense_mode(x, new_mode.factor, new_mode.block, shifted.EIGEN_TOL)
+                new_mode = self._dense_mode(x, new_mode.factor, new_mode.block, tight)
             if mode.eigenvalue < 0 <= new_mode.eigenvalue:
                 trust = max(0.5 * trust, s.min_trust)
             elif capped and new_mode.eigenvalue < 0:

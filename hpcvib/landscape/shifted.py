@@ -109,7 +109,7 @@ def factor_below_spectrum(d: np.ndarray, t: np.ndarray, sigma: float) -> Shifted
 #: block size of LOBPCG (the two wanted pairs and guards against a cluster above them)
 BLOCK = 4
 #: residual ‖D x − λ x‖ (eV/(Å² amu)) at which the lowest pair is converged
-EIGEN_TOL = 1e-6
+EIGEN_TOL = 1e-7
 MAX_EIGEN_ITERATIONS = 300
 
 
