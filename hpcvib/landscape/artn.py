@@ -152,16 +152,19 @@ def same_minimum(a, b, tol: float) -> bool:
 def mass_weighted_translations(atoms) -> np.ndarray:
     """The three rigid translations of a periodic cell in mass-weighted coordinates (3N × 3,
     orthonormal columns): exact null vectors of D."""
-    m = atoms.get_masses()
-    t = np.zeros((3 * len(atoms), 3))
-    for a in range(3):
-        t[a::3, a] = np.sqrt(m)
-    return t / np.linalg.norm(t, axis=0)
+    return shifted.translations(np.repeat(np.sqrt(atoms.get_masses()), 3))
 
 
 def cartesian_direction(vector, atoms) -> np.ndarray:
     """The Cartesian displacement (N×3) of a mass-weighted eigenvector of D (3N): v_i / √m_i."""
     return (np.asarray(vector) / np.repeat(np.sqrt(atoms.get_masses()), 3)).reshape(-1, 3)
+
+
+def _shift_below(previous: "Mode | None") -> float:
+    """Shift for the next mode solve: :data:`SHIFT_BELOW_PREVIOUS` (or half of |λ1|) below
+    min(previous λ1, 0); always negative."""
+    last = previous.eigenvalue if previous is not None else 0.0
+    return min(last, 0.0) - max(SHIFT_BELOW_PREVIOUS, 0.5 * abs(last))
 
 
 #: an atom is 'unlike the host' when its energy differs from the median atom's by more than
@@ -231,9 +234,8 @@ class SaddleSearch:
             modes = lowest_modes(dh, k=4, want_vectors=True)
         else:  # warm start with the translations deflated, one factorisation, the shift close below
             # the previous λ1; lowest_modes moves it down when its inertia shows a missed eigenvalue
-            last = previous.eigenvalue
-            sigma = min(last, 0.0) - max(SHIFT_BELOW_PREVIOUS, 0.5 * abs(last))
-            modes = lowest_modes(dh, k=2, want_vectors=True, initial=previous.vector, sigma=sigma, verify=False,
+            modes = lowest_modes(dh, k=2, want_vectors=True, initial=previous.vector, sigma=_shift_below(previous),
+                                 verify=False,
                                  deflate=t)
         vecs = modes.vectors
         trans = np.linalg.norm(t.T @ vecs, axis=0)
@@ -251,9 +253,7 @@ class SaddleSearch:
 
     def _dense_lowest_mode(self, atoms, previous: Mode | None, tol: float) -> Mode:
         d, sqrt_m = shifted.dynamical_matrix(self.pot, atoms)
-        last = previous.eigenvalue if previous is not None else 0.0
-        sigma = min(last, 0.0) - max(SHIFT_BELOW_PREVIOUS, 0.5 * abs(last))
-        factor = shifted.factor_below_spectrum(d, shifted.translations(sqrt_m), sigma)
+        factor = shifted.factor_below_spectrum(d, shifted.translations(sqrt_m), _shift_below(previous))
         start = None if previous is None else (previous.block if previous.block is not None else previous.vector)
         return self._dense_mode(atoms, factor, start, tol)
 

@@ -82,7 +82,7 @@ class ShiftedFactor:
         return y
 
     def solve(self, b: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
-        """P (D − σI)⁻¹ P b."""
+        """P (D − σI)⁻¹ P b (b a vector, or a block of columns when ``extra`` is None)."""
         from scipy.linalg import cho_solve
 
         return self.project(cho_solve(self.factor, self.project(b, extra), check_finite=False), extra)
@@ -127,7 +127,6 @@ def lowest_pairs(op: ShiftedFactor, k: int = 2, start: np.ndarray | None = None,
     below 100 ``tol``, else :class:`ConvergenceError`."""
     import warnings
 
-    from scipy.linalg import cho_solve
     from scipy.sparse.linalg import LinearOperator, lobpcg
 
     n = op.d.shape[0]
@@ -136,8 +135,7 @@ def lowest_pairs(op: ShiftedFactor, k: int = 2, start: np.ndarray | None = None,
     if start is not None:  # the previous mode, or the previous whole block
         start = np.asarray(start, dtype=float).reshape(n, -1)[:, :block]
         x[:, :start.shape[1]] = start
-    solve = LinearOperator((n, n), matvec=lambda b: op.solve(np.ravel(b)), dtype=float,
-                           matmat=lambda b: op.project(cho_solve(op.factor, op.project(b), check_finite=False)))
+    solve = LinearOperator((n, n), matvec=lambda b: op.solve(np.ravel(b)), matmat=op.solve, dtype=float)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         w, vecs = lobpcg(op.d, x, M=solve, Y=op.t, tol=tol, maxiter=MAX_EIGEN_ITERATIONS, largest=False)
