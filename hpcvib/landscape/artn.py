@@ -292,10 +292,10 @@ class SaddleSearch:
         λ1 ≥ 0 (a convex region: the search has slid off the unstable ridge) a step uphill along
         the lowest mode only, with no descent across it — the dimer method's rule for convex
         regions (Henkelman & Jónsson 1999), of ``push_step`` Å for the atom that moves most,
-        which keeps a perpendicular relaxation from carrying the configuration back into the basin. The trust radius (Å per atom) is halved when a
-        step loses the negative mode and grows (×1.5, up to ``climb_step``) after capped steps
-        that keep it. Returns (converged, last mode); not converged after
-        ``max_convex_steps`` convex steps in a row."""
+        which keeps a perpendicular relaxation from carrying the configuration back into the
+        basin. The trust radius (Å per atom) is halved when a step loses the negative mode and
+        grows (×1.5, up to ``climb_step``) after capped steps that keep it. Returns (converged,
+        last mode); not converged after ``max_convex_steps`` convex steps in a row."""
         s = self.s
         trust, convex = s.climb_step, 0
         while True:
@@ -319,7 +319,8 @@ class SaddleSearch:
             # an accurate mode where it is isolated (λ1 < 0); a loose one in a convex region, where
             # it sits in the cluster at the bottom of the spectrum and only its direction is used
             # (tightened with the forces: near the saddle the step along v needs v to ~1e-2 max|F|)
-            tight = min(shifted.EIGEN_TOL, max(MIN_MODE_TOL, MODE_TOL_PER_FORCE * float(np.linalg.norm(f_new, axis=1).max())))
+            f_max = float(np.linalg.norm(f_new, axis=1).max())
+            tight = min(shifted.EIGEN_TOL, max(MIN_MODE_TOL, MODE_TOL_PER_FORCE * f_max))
             new_mode = self.lowest_mode(x, mode, count, tight if mode.eigenvalue < 0 else s.activation_mode_tol)
             if mode.eigenvalue >= 0 and new_mode.eigenvalue < 0:
                 new_mode = self._dense_mode(x, new_mode.factor, new_mode.block, tight)
