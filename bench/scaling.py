@@ -46,8 +46,8 @@ def worker(n: int) -> None:
     from hpcvib.learning.descriptors import DescriptorSettings, descriptor_sums
     from hpcvib.linalg.hessian import assemble_hessian
     from hpcvib.linalg.spectral import log_pseudo_determinant
-    from hpcvib.workflow.farm import run_tasks
     from hpcvib.potentials import lattice_constant, load_potential
+    from hpcvib.workflow.farm import run_tasks
 
     comm = MPI.COMM_WORLD
     pot = load_potential("Fe_mm")

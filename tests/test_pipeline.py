@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcvib.errors import InputError
 from hpcvib.database import Database, Record, atoms_from_record
+from hpcvib.errors import InputError
 from hpcvib.workflow.jobfile import load_job
 from hpcvib.workflow.pipeline import Pipeline, find_duplicates, lattice_fingerprint
 
@@ -549,9 +549,9 @@ def test_a_new_job_stage_is_one_registration(serial_db, tmp_path, monkeypatch):
     """A toy stage registered without touching any other file: its table is validated and
     defaulted like every table, it runs after [thermo] on the job's ranks, and its records show up
     in the database's flat table."""
+    from hpcvib.database import flat_table
     from hpcvib.parallel import root_only
     from hpcvib.workflow import jobfile, pipeline
-    from hpcvib.database import flat_table
     from hpcvib.workflow.jobfile import Key
 
     monkeypatch.setattr(jobfile, "SCHEMA", dict(jobfile.SCHEMA))

@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 from hpcvib import __version__
+from hpcvib.batches import ItemFailures
 from hpcvib.geometry.structures import load_structures
 from hpcvib.parallel import collective_call
-from hpcvib.batches import ItemFailures
 
 
 # ------------------------------------------------------------------------------------------
@@ -669,8 +669,8 @@ class StatusCommand:
 
     @staticmethod
     def run(args, comm):
-        from hpcvib.parallel import root_only
         from hpcvib.database import Database
+        from hpcvib.parallel import root_only
         from hpcvib.workflow.pipeline import format_summary, summary_rows
 
         summary = root_only(comm, lambda: summary_rows(Database(args.database)))
@@ -696,10 +696,10 @@ class ExportCommand:
 
     @staticmethod
     def run(args, comm):
+        from hpcvib.database import Database, export_csv, export_extxyz
         from hpcvib.errors import InputError
         from hpcvib.log import get_logger
         from hpcvib.parallel import root_only
-        from hpcvib.database import Database, export_csv, export_extxyz
 
         db = Database(args.database)
         if args.events:
@@ -820,8 +820,8 @@ class FitCommand:
 
     @staticmethod
     def run(args, comm):
-        from hpcvib.learning.training import fit_database
         from hpcvib.database import Database
+        from hpcvib.learning.training import fit_database
 
         if args.splits < 1:
             from hpcvib.errors import InputError
@@ -899,10 +899,10 @@ class ReportCommand:
 
     @staticmethod
     def run(args, comm):
+        from hpcvib.database import Database
         from hpcvib.learning.report import write_report
         from hpcvib.log import get_logger
         from hpcvib.parallel import root_only
-        from hpcvib.database import Database
 
         db = Database(args.database)
         root_only(comm, db.provenance)  # a missing or unreadable database is named before anything else

@@ -113,11 +113,11 @@ def predict_structures(comm, args, failures=None, show=None) -> list[dict]:
     passed to ``show`` as soon as it is computed. ``failures``
     (:class:`~hpcvib.batches.ItemFailures`) decides whether a bad structure ends the command or
     is reported and skipped."""
+    from hpcvib.batches import ItemFailures
     from hpcvib.geometry.structures import load_structures
     from hpcvib.learning.models import SavedModel
     from hpcvib.parallel import root_only
     from hpcvib.physics.thermo import perfect_bcc_reference
-    from hpcvib.batches import ItemFailures
 
     failures = failures or ItemFailures(comm, keep_going=False)
     show = show or (lambda row: None)

@@ -14,9 +14,9 @@ import os
 
 import numpy as np
 
+from hpcvib.database import family_label, family_sort_key
 from hpcvib.errors import InputError
 from hpcvib.fileio import atomic_output
-from hpcvib.database import family_label, family_sort_key
 
 #: the paper's numbers (THEORY §7), for the side-by-side table only
 PAPER = {

@@ -13,9 +13,9 @@ import os
 
 import numpy as np
 
+from hpcvib.database import family_label
 from hpcvib.errors import InputError
 from hpcvib.log import get_logger
-from hpcvib.database import family_label
 from hpcvib.learning.models import (SavedModel, effective_parameters, entropy_features, event_features, learning_curve,
                      make_model, mae, rmse)
 from hpcvib.parallel import root_only

@@ -17,13 +17,13 @@ import zlib
 import numpy as np
 
 from hpcvib import __version__
+from hpcvib.database import Database, Record, atoms_from_record, structure_data
 from hpcvib.errors import ConvergenceError, InputError, NotAMinimumError
 from hpcvib.landscape.fingerprint import find_duplicates, lattice_fingerprint, symmetry_equivalent
 from hpcvib.log import get_logger, per_task_detail_at_debug
 from hpcvib.parallel import collective_call, root_only
-from hpcvib.workflow.farm import run_tasks
 from hpcvib.workflow import jobfile
-from hpcvib.database import Database, Record, atoms_from_record, structure_data
+from hpcvib.workflow.farm import run_tasks
 
 #: job tables whose values change results; a database remembers them and refuses others
 RESULT_TABLES = ("system", "generate", "amorphous", "relax", "thermo", "descriptors", "saddles")
