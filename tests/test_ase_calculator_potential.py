@@ -98,6 +98,31 @@ def test_builtin_through_the_calculator_matches_the_analytic_hessian(tmp_path):
     assert abs(numeric - analytic) < 1e-4 * abs(analytic)
 
 
+def test_fcc_bloch_reference_from_one_differenced_row(tmp_path):
+    """A perfect fcc EMT copper cell: ln det' by Bloch sums from the single row that 6 force calls
+    give equals dense eigvalsh of the whole coloured, symmetrised FD Hessian (FD round-off
+    only), and the row costs 6 force calls, not 6 × colours."""
+    from hpcvib.physics.thermo import bloch_ln_det_prime
+    from hpcvib.potentials.fdhessian import coloured_fd_hessian
+
+    pot = load_potential("python:" + _module(tmp_path, "emt_cu.py", EMT_MODULE) + ":calculator")
+    atoms = bulk("Cu", "fcc", a=3.59, cubic=True).repeat((2, 2, 3))
+    calls = []
+    real = pot.calculator
+
+    class Counting(EMT):
+        def calculate(self, *args, **kwargs):
+            calls.append(1)
+            super().calculate(*args, **kwargs)
+
+    pot.calculator = Counting()
+    ln_bloch, _ = bloch_ln_det_prime(pot, atoms)
+    pot.calculator = real
+    assert len(calls) == 6
+    h, _ = coloured_fd_hessian(atoms, EMT(), 2.0 * 5.88)
+    assert abs(ln_bloch - _ln_det_prime_dense(h.toarray(), atoms.get_masses())) < 1e-9 * abs(ln_bloch)
+
+
 def test_cli_thermo_with_a_python_potential(copper_vacancy, tmp_path):
     path = tmp_path / "cu.extxyz"
     ase.io.write(path, copper_vacancy)

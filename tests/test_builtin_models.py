@@ -70,11 +70,11 @@ def test_prediction_runs_without_petsc(tmp_path):
         "from hpcvib.learning.models import SavedModel\n"
         "from hpcvib.learning.prediction import predict_entropy, primitive_reference, settings_from_model\n"
         "from hpcvib.geometry.structures import bcc_supercell\n"
-        "from hpcvib.physics.thermo import perfect_bcc_reference\n"
+        "from hpcvib.physics.thermo import perfect_cubic_reference\n"
         "saved = SavedModel.load('Fe_mm-Sf-linear')\n"
         "atoms = bcc_supercell(4, 2.855312)\n"
         "del atoms[0]\n"
-        "ref = primitive_reference(perfect_bcc_reference(atoms))\n"
+        "ref = primitive_reference(perfect_cubic_reference(atoms))\n"
         "print(predict_entropy(MPI.COMM_SELF, saved, atoms, ref, settings_from_model(saved))['S_f_kB'])\n")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

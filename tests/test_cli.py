@@ -194,18 +194,37 @@ def test_version_and_help():
         assert "usage" in run(cmd, "--help").stdout
 
 
-def test_auto_reference_by_bloch_sums_equals_factorised_reference_file(tmp_path):
-    """`--reference auto` (perfect cell by Bloch sums, no factorisation) and the same perfect
-    cell given as a file (sparse factorisation) give the same S_f."""
-    from hpcvib.physics.thermo import perfect_bcc_reference
+def _relaxed_fcc_vacancy():
+    """Fe_mm's metastable fcc lattice, 3×3×3 cubic cells strained by 1 %, one vacancy, relaxed
+    (unstrained, the symmetric vacancy of this small cell is a saddle of Fe_mm: two tiny negative
+    eigenvalues)."""
+    from hpcvib.geometry.structures import cubic_supercell
+    from hpcvib.landscape.exact_minimum import relax_exact
+    from hpcvib.potentials import lattice_constant
 
-    defect = relaxed_fe_vacancy(4)
+    pot = load_potential("Fe_mm")
+    atoms = cubic_supercell("fcc", 3, lattice_constant(pot, "fcc"), strain=0.01)
+    del atoms[0]
+    relaxed = relax_exact(atoms, pot, 1e-7)
+    assert relaxed.n_negative == 0
+    return relaxed.atoms
+
+
+@pytest.mark.parametrize("host", ["bcc", "fcc"])
+def test_auto_reference_by_bloch_sums_equals_factorised_reference_file(tmp_path, host):
+    """`--reference auto` (host detected from the cell, perfect cell by Bloch sums, no
+    factorisation) and the same perfect cell given as a file (sparse factorisation) give the
+    same S_f, for a bcc and an fcc vacancy."""
+    from hpcvib.physics.thermo import perfect_cubic_reference
+
+    defect = relaxed_fe_vacancy(4) if host == "bcc" else _relaxed_fcc_vacancy()
     path, bulk = tmp_path / "vac.extxyz", tmp_path / "bulk.extxyz"
     ase.io.write(path, defect)
-    ase.io.write(bulk, perfect_bcc_reference(defect))
+    ase.io.write(bulk, perfect_cubic_reference(defect))
     auto = json.loads(run("thermo", path, "-p", "Fe_mm", "--reference", "auto", "--json").stdout)
     given = json.loads(run("thermo", path, "-p", "Fe_mm", "--reference", bulk, "--json").stdout)
     assert auto["reference"]["method"] == "bloch" and given["reference"]["method"] != "bloch"
+    assert auto["reference"]["structure"] == f"auto {host}"
     assert auto["S_f_kB"] == pytest.approx(given["S_f_kB"], abs=1e-9)
     assert auto["reference"]["ln_det_prime"] == pytest.approx(given["reference"]["ln_det_prime"], rel=1e-12)
 

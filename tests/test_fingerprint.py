@@ -70,3 +70,40 @@ def test_find_duplicates_asks_the_explicit_check():
     assert find_duplicates(entries, 1e-4, 1e-3) == {"b": "a", "c": "a"}
     # with the explicit check, 'c' is another minimum that shares energy and fingerprint
     assert find_duplicates(entries, 1e-4, 1e-3, same=lambda x, y: {x, y} == {"a", "b"}) == {"b": "a"}
+
+
+def _fcc_divacancy(a0, pair):
+    """A relaxed fcc divacancy (Fe_mm in its metastable fcc lattice) in a 3×3×3 cell."""
+    from hpcvib.geometry.structures import cubic_supercell
+
+    atoms = cubic_supercell("fcc", 3, a0)
+    del atoms[list(pair)]
+    return relax_exact(atoms, POT, 1e-5).atoms
+
+
+@serial_only()
+def test_fcc_host_fingerprint_and_symmetry():
+    """fcc hosts: perfect sites sit at distance 0 from the fcc lattice (and not from bcc); a
+    symmetry image of a relaxed fcc divacancy is the same minimum, a divacancy of another shell
+    is not."""
+    from hpcvib.geometry.structures import cubic_supercell
+    from hpcvib.potentials import lattice_constant
+
+    a0 = lattice_constant(POT, "fcc")
+    perfect = cubic_supercell("fcc", 3, a0)
+    perfect.positions += 0.01  # a rigid drift is removed
+    assert lattice_fingerprint(perfect, a0, lattice="fcc").max() < 1e-12
+    assert lattice_fingerprint(perfect, a0, lattice="bcc").max() > 0.1 * a0
+    first = _fcc_divacancy(a0, (0, 1))  # atoms 0 and 1 of a cubic fcc cell: nearest neighbours
+    second = _fcc_divacancy(a0, (0, 4))  # atom 4 is the next cubic cell's corner along z: a0 apart
+    rng = np.random.default_rng(3)
+    for seed in range(3):
+        g = cell_point_group(first.cell)[rng.integers(48)]
+        image = first.copy()
+        centre = 0.5 * np.diag(first.cell)
+        image.positions = (first.positions - centre) @ g.T + centre + a0 / 2 * np.array([1, 1, 0]) * rng.integers(-2, 3)
+        image = image[rng.permutation(len(image))]
+        assert symmetry_equivalent(first, image, 1e-2, a0, "fcc")
+        assert np.allclose(lattice_fingerprint(first, a0, lattice="fcc"), lattice_fingerprint(image, a0, lattice="fcc"),
+                           atol=1e-6)
+    assert not symmetry_equivalent(first, second, 1e-2, a0, "fcc")

@@ -14,7 +14,7 @@ from hpcvib.landscape.exact_minimum import relax_exact
 from hpcvib.linalg.hessian import assemble_hessian
 from hpcvib.linalg.spectral import log_pseudo_determinant
 from hpcvib.physics.local_entropy import dense_local_decomposition
-from hpcvib.physics.thermo import analyse_perfect_bcc, formation_entropy, vibrational_entropy
+from hpcvib.physics.thermo import analyse_perfect_crystal, formation_entropy, vibrational_entropy
 from hpcvib.potentials import load_potential
 
 from conftest import fe_a0, fe_vacancy_saddle, serial_only
@@ -37,7 +37,7 @@ def test_sums_equal_s_vib_and_s_f():
     assert abs(dec.ln_det_prime - ln_det) < 1e-9 * abs(ln_det)
     for t in (100.0, 800.0):
         assert abs(dec.entropy(t).sum() - vibrational_entropy(ln_det, len(atoms), t)) < 1e-8
-    ref = analyse_perfect_bcc(POT, bcc_supercell(4, fe_a0()))
+    ref = analyse_perfect_crystal(POT, bcc_supercell(4, fe_a0()))
     s_f, _ = formation_entropy(ln_det, len(atoms), ref.ln_det_prime, ref.n_atoms)
     assert abs(dec.formation(ref.ln_det_prime, ref.n_atoms).sum() - s_f) < 1e-8
     # the projector weight of atom i is 3(1 − m_i/M) (the translations removed)
@@ -48,7 +48,7 @@ def test_perfect_crystal_sites_are_all_equal_and_the_defect_is_local():
     perfect = bcc_supercell(4, fe_a0())
     dec = dense_local_decomposition(POT, perfect)
     assert np.ptp(dec.log_diagonal) < 1e-9
-    ref = analyse_perfect_bcc(POT, perfect)
+    ref = analyse_perfect_crystal(POT, perfect)
     assert np.allclose(dec.formation(ref.ln_det_prime, ref.n_atoms), 0.0, atol=1e-9)
     atoms = _vacancy()
     ds = dense_local_decomposition(POT, atoms).formation(ref.ln_det_prime, ref.n_atoms)

@@ -497,6 +497,41 @@ def test_import_command_lammps_data_with_types_equals_extxyz(tmp_path):
 
 
 @serial_only()
+def test_import_fcc_host_detected_and_checked(tmp_path):
+    """An fcc vacancy cell (Fe_mm's metastable fcc lattice, strained 1 %) imported with
+    `--lattice fcc --relax`: host and strain detected from the cell, S_f equal to `hpcvib thermo`
+    against the perfect cell given as a file (factorised, not Bloch); the same cell imported
+    into a bcc job is refused with the reason, not given a wrong reference."""
+    import csv
+
+    import ase.io
+
+    from hpcvib.geometry.structures import apply_isotropic_strain, cubic_supercell
+    from hpcvib.potentials import lattice_constant, load_potential
+
+    a_fcc = lattice_constant(load_potential("Fe_mm"), "fcc")
+    perfect = apply_isotropic_strain(cubic_supercell("fcc", 3, a_fcc), 0.01)
+    atoms = perfect.copy()
+    del atoms[7]
+    ase.io.write(tmp_path / "v1.extxyz", atoms)
+    ase.io.write(tmp_path / "perfect.extxyz", perfect)
+    run("import", tmp_path / "f.h5", tmp_path / "v1.extxyz", "-p", "Fe_mm", "--relax", "--lattice", "fcc",
+        "--no-descriptors")
+    run("export", tmp_path / "f.h5", "-o", tmp_path / "f.csv")
+    run("export", tmp_path / "f.h5", "-o", tmp_path / "relaxed.extxyz")
+    row = next(csv.DictReader(open(tmp_path / "f.csv")))
+    assert abs(float(row["strain"]) - 0.01) < 1e-9
+    given = json.loads(run("thermo", tmp_path / "relaxed.extxyz", "-p", "Fe_mm", "--reference",
+                           tmp_path / "perfect.extxyz", "--json").stdout)
+    assert given["reference"]["method"] != "bloch"
+    assert abs(float(row["S_f_kB"]) - given["S_f_kB"]) < 1e-5  # extxyz keeps positions to 1e-8 Å
+    run("import", tmp_path / "b.h5", tmp_path / "v1.extxyz", "-p", "Fe_mm", "--no-descriptors")
+    gen = Database(str(tmp_path / "b.h5")).read("configs", "generate", with_data=False)
+    (rec,) = [st["generate"] for st in gen.values()]
+    assert rec.attrs["status"] == "failed" and "host is fcc" in rec.attrs["reason"]
+
+
+@serial_only()
 def test_import_events_from_saddle_output(tmp_path):
     """`hpcvib saddle -o EV.extxyz` (minimum, saddle, final minimum) imported with `import --events`:
     the event record's ΔE and ln ν* equal the saddle search's own (the same structures, written to
@@ -535,6 +570,26 @@ def test_import_events_from_saddle_output(tmp_path):
     run("import", tmp_path / "eon.h5", "--events", eon, "-p", "Fe_mm")
     from_dir, = [st["event"] for st in Database(str(tmp_path / "eon.h5")).read("events").values()]
     assert from_dir.attrs["delta_E_eV"] == ev.attrs["delta_E_eV"] and "final_positions" in from_dir.data
+    # ARTn directories of numbered min / sad files: paired by number, or by events.list where
+    # the numbering alone would pair the saddle with the wrong minimum
+    m, s, f = ase.io.read(tmp_path / "ev.extxyz", ":")
+    numbered, listed = tmp_path / "artn_numbered", tmp_path / "artn_listed"
+    numbered.mkdir()
+    listed.mkdir()
+    for name, frame in (("min1000", m), ("sad1001", s), ("min1001", f), ("sad1002", s), ("min1002", m)):
+        ase.io.write(numbered / f"{name}.xyz", frame, format="extxyz")
+    for name, frame in (("min0002", m), ("min0004", f), ("sad0005", s)):
+        ase.io.write(listed / f"{name}.xyz", frame, format="extxyz")
+    (listed / "events.list").write_text("  sad0005   min0002   min0004   Accepted\n")
+    run("import", tmp_path / "artn.h5", "--events", numbered, listed, "-p", "Fe_mm")
+    artn = {k.rsplit("_", 1)[-1]: st["event"] for k, st in Database(str(tmp_path / "artn.h5")).read("events").items()}
+    assert sorted(artn) == ["sad0005", "sad1001", "sad1002"]
+    assert all(e.ok and "final_positions" in e.data for e in artn.values())
+    assert abs(artn["sad1001"].attrs["delta_E_eV"] - ev.attrs["delta_E_eV"]) < 1e-7
+    assert abs(artn["sad0005"].attrs["delta_E_eV"] - ev.attrs["delta_E_eV"]) < 1e-7
+    assert artn["sad0005"].attrs["artn_status"] == "Accepted"
+    reverse = artn["sad1002"].attrs
+    assert abs(reverse["delta_E_eV"] - (search["energies"]["saddle"] - search["energies"]["final"])) < 1e-6
     # round trip: the database's events as triplet files, imported again, give the same numbers
     run("export", tmp_path / "ev.h5", "--events", "-o", tmp_path / "out")
     assert len(os.listdir(tmp_path / "out")) == 1

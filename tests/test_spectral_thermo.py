@@ -278,20 +278,54 @@ def test_mismatched_minimum_and_saddle_are_refused():
         check_same_system(m, strained, "m.xyz", "s.xyz")
 
 
-@pytest.mark.parametrize("reps, strain", [((4, 4, 4), 0.0), ((2, 3, 4), 0.01), ((3, 3, 3), -0.01)])
-def test_bloch_ln_det_prime_of_perfect_bcc(comm, reps, strain):
-    """Perfect bcc cells (cubic and not, strained): Bloch sums over the commensurate q-points
-    against dense eigvalsh of the whole cell, and against the sparse factorisation."""
-    from hpcvib.physics.thermo import bloch_ln_det_prime_bcc
+@pytest.mark.parametrize("lattice, reps, strain", [("bcc", (4, 4, 4), 0.0), ("bcc", (2, 3, 4), 0.01),
+                                                   ("bcc", (3, 3, 3), -0.01), ("fcc", (3, 3, 3), 0.0),
+                                                   ("fcc", (2, 3, 4), 0.01)])
+def test_bloch_ln_det_prime_of_perfect_crystals(comm, lattice, reps, strain):
+    """Perfect bcc and fcc cells (cubic and not, strained; Fe_mm's fcc lattice is metastable):
+    Bloch sums over the commensurate q-points against dense eigvalsh of the whole cell, and
+    against the sparse factorisation; the host detected from the cell is the one built."""
+    from hpcvib.geometry.structures import cubic_reference_parameters, cubic_supercell
+    from hpcvib.physics.thermo import bloch_ln_det_prime
+    from hpcvib.potentials import lattice_constant
 
-    a = fe_a0() * (1.0 + strain)
-    atoms = bcc_supercell(reps, a)
-    ln_bloch, lowest = bloch_ln_det_prime_bcc(load_potential("Fe_mm"), atoms, reps, a)
+    pot = load_potential("Fe_mm")
+    a = (fe_a0() if lattice == "bcc" else lattice_constant(pot, "fcc")) * (1.0 + strain)
+    atoms = cubic_supercell(lattice, reps, a)
+    detected = cubic_reference_parameters(atoms)
+    assert detected[:2] == (lattice, reps) and detected[2] == pytest.approx(a, rel=1e-12)
+    ln_bloch, lowest = bloch_ln_det_prime(pot, atoms, lattice, reps, a)
     ev = np.sort(scipy.linalg.eigvalsh(dense_D(atoms, "Fe_mm")))
     assert ln_bloch == pytest.approx(np.sum(np.log(nonzero(ev))), rel=1e-12)
     assert lowest == pytest.approx(nonzero(ev)[0], rel=1e-9)
     pd = log_pseudo_determinant(assemble_hessian(comm, atoms, "Fe_mm"))
     assert ln_bloch == pytest.approx(pd.ln_det_prime, rel=1e-12)
+
+
+def test_host_detection_of_defect_cells():
+    """The perfect reference of a defect cell: bcc for relaxed bcc vacancy and di-interstitial
+    cells, fcc for an fcc vacancy (any repetitions); a diamond or sheared cell is refused with a
+    request for an explicit reference."""
+    from hpcvib.errors import InputError
+    from hpcvib.geometry.defects import DefectSpec, build_defect, dumbbell_clusters
+    from hpcvib.geometry.structures import cubic_reference_parameters, cubic_supercell, diamond_supercell
+
+    a0 = fe_a0()
+    vacancy = relaxed_fe_vacancy(4)
+    assert cubic_reference_parameters(vacancy)[:2] == ("bcc", (4, 4, 4))
+    assert cubic_reference_parameters(vacancy)[2] == pytest.approx(a0, rel=1e-12)
+    di = build_defect(DefectSpec("I", 2, "110", 0, dumbbell_clusters(2, "110", 2)[0], 0), 4, a0)
+    assert cubic_reference_parameters(di)[:2] == ("bcc", (4, 4, 4))
+    fcc = cubic_supercell("fcc", (2, 3, 4), 3.6)
+    del fcc[5]
+    fcc.rattle(0.05, seed=1)
+    assert cubic_reference_parameters(fcc) == ("fcc", (2, 3, 4), pytest.approx(3.6, rel=1e-12))
+    with pytest.raises(InputError, match="neither bcc nor fcc"):
+        cubic_reference_parameters(diamond_supercell(2, 5.43), "dia.xyz")
+    sheared = vacancy.copy()
+    sheared.set_cell(np.asarray(vacancy.cell) + np.array([[0, 0.5, 0], [0, 0, 0], [0, 0, 0]]))
+    with pytest.raises(InputError, match="orthogonal"):
+        cubic_reference_parameters(sheared, "sheared.xyz")
 
 
 def test_rejections_are_cheap_and_check_forces():

@@ -309,8 +309,8 @@ def _formation_entropy(comm, pot, label, atoms, res, args, cache):
     from hpcvib.errors import InputError
     from hpcvib.parallel import collective_call
     from hpcvib.parallel import root_only
-    from hpcvib.physics.thermo import (analyse_perfect_bcc, analyse_structure, formation_energy, formation_entropy,
-                         perfect_bcc_reference)
+    from hpcvib.physics.thermo import (analyse_perfect_crystal, analyse_structure, formation_energy, formation_entropy,
+                         perfect_cubic_reference)
 
     if args.reference == "auto":
         key = ("auto", tuple(np.round(np.asarray(atoms.get_cell()).ravel(), 8)), atoms.get_chemical_symbols()[0])
@@ -318,7 +318,8 @@ def _formation_entropy(comm, pot, label, atoms, res, args, cache):
         key = args.reference
     if key not in cache:
         if args.reference == "auto":
-            ref_label, ref_atoms = "auto bcc", root_only(comm, perfect_bcc_reference, atoms, label)
+            ref_atoms = root_only(comm, perfect_cubic_reference, atoms, label)
+            ref_label = f"auto {ref_atoms.info['builder'].split()[0]}"
         else:
             ref_label, ref_atoms = load_structures(comm, [args.reference], args.file_format, types=args.types)[0]
         cache[key] = (np.asarray(ref_atoms.get_cell()), ref_label, ref_atoms, None)
@@ -328,7 +329,7 @@ def _formation_entropy(comm, pot, label, atoms, res, args, cache):
                          f"(S_f needs the same strain and volume)")
     if ref is None and args.reference == "auto":
         # a perfect Bravais crystal: exact ln det' by Bloch sums, O(N), no factorisation
-        ref = collective_call(comm, analyse_perfect_bcc, pot, ref_atoms, ref_label)
+        ref = collective_call(comm, analyse_perfect_crystal, pot, ref_atoms, ref_label)
         cache[key] = (ref_cell, ref_label, ref_atoms, ref)
     elif ref is None:
         ref = analyse_structure(comm, ref_atoms, pot, ref_label, expect="minimum", ordering=args.ordering,
@@ -609,7 +610,7 @@ class ImportCommand:
     stages of a job, without writing the job file. Rerunning with more files adds them.
 
     Each frame is one configuration (key: its path, @frame for multi-frame files); extxyz
-    ``info`` 'family' labels it. A bcc host's strain and perfect reference come from its cell.
+    ``info`` 'family' labels it. A bcc or fcc host's strain and perfect reference come from its cell.
     Structures are trusted as relaxed (forces checked against --force-tol) unless --relax.
     """
 
@@ -619,14 +620,17 @@ class ImportCommand:
         parser.add_argument("structures", nargs="*", metavar="STRUCTURE", help="files or globs")
         parser.add_argument("--events", nargs="+", default=[], metavar="EVENT",
                             help="events: files or globs of 2 or 3 frames (minimum, first-order saddle[, final "
-                                 "minimum]; hpcvib saddle -o writes them) or directories with reactant / saddle "
-                                 "[/ product] files (eOn): exact ΔE, ln ν* and D_m ⊕ D_s for the event models")
+                                 "minimum]; hpcvib saddle -o writes them), directories with reactant / saddle "
+                                 "[/ product] files (eOn), or ARTn directories of numbered minNNNN / sadNNNN files "
+                                 "(paired by their events.list, else by number): exact ΔE, ln ν* and D_m ⊕ D_s for "
+                                 "the event models")
         add_potential_argument(parser)
         parser.add_argument("--relax", action="store_true", help="relax the structures first (else they are "
                             "checked: largest force ≤ --force-tol)")
         parser.add_argument("--force-tol", type=float, default=1e-3, metavar="F", help="eV/Å (default 1e-3)")
-        parser.add_argument("--lattice", choices=["bcc", "amorphous"], default="bcc",
-                            help="host: bcc (S_f against the detected perfect cell) or amorphous (no reference)")
+        parser.add_argument("--lattice", choices=["bcc", "fcc", "amorphous"], default="bcc",
+                            help="host: bcc or fcc (S_f against the perfect cell detected from each structure's "
+                                 "cell) or amorphous (no reference)")
         parser.add_argument("--no-descriptors", action="store_true", help="exact results only")
         add_format_argument(parser)
 

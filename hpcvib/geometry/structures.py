@@ -148,6 +148,28 @@ def validate(atoms, source: str = "<structure>", require_periodic: bool = True,
             raise InputError(f"{source}: atoms {i} and {j} are {d:.3f} Å apart (< {min_distance} Å)")
 
 
+#: atoms per conventional cubic cell of the cubic Bravais hosts hpcvib knows
+CUBIC_BASIS = {"bcc": 2, "fcc": 4}
+#: first-shell coordination of each cubic Bravais host (its detection signature)
+FIRST_SHELL = {"bcc": 8, "fcc": 12}
+#: first-shell cut-off in units of (volume per atom)^(1/3): between the bcc first (1.091) and
+#: second (1.260) shells and beyond the fcc first shell (1.122; its second is at 1.587)
+FIRST_SHELL_CUTOFF = 1.19
+
+
+def cubic_supercell(lattice: str, n: int | Sequence[int], a0: float, symbol: str = "Fe", strain: float = 0.0):
+    """Perfect bcc or fcc supercell of n conventional cubic cells of side a0 (1 + strain), Å, with
+    cubic axes along x, y, z (2 or 4 atoms per cubic cell)."""
+    from ase.build import bulk
+
+    if lattice not in CUBIC_BASIS:
+        raise InputError(f"lattice {lattice!r}: hpcvib builds bcc or fcc hosts")
+    reps = (n, n, n) if np.isscalar(n) else tuple(int(v) for v in n)
+    atoms = bulk(symbol, lattice, a=a0 * (1.0 + strain), cubic=True).repeat(reps)
+    atoms.info["builder"] = f"{lattice} {reps} a0={a0:.6f} strain={strain:g}"
+    return atoms
+
+
 def bcc_supercell(n: int | Sequence[int], a0: float, symbol: str = "Fe", strain: float = 0.0):
     """Perfect bcc supercell of (n a0)³ (2 n³ atoms) with cubic axes along x, y, z.
 
@@ -157,12 +179,43 @@ def bcc_supercell(n: int | Sequence[int], a0: float, symbol: str = "Fe", strain:
     a0 : lattice parameter, Å (e.g. :func:`hpcvib.potentials.lattice_constant`).
     strain : homogeneous isotropic strain ε; lengths are scaled by (1 + ε).
     """
-    from ase.build import bulk
+    return cubic_supercell("bcc", n, a0, symbol, strain)
 
-    reps = (n, n, n) if np.isscalar(n) else tuple(int(v) for v in n)
-    atoms = bulk(symbol, "bcc", a=a0 * (1.0 + strain), cubic=True).repeat(reps)
-    atoms.info["builder"] = f"bcc {reps} a0={a0:.6f} strain={strain:g}"
-    return atoms
+
+def cubic_host_lattice(atoms, source: str = "<structure>") -> str:
+    """The cubic Bravais host of a (defect) cell, "bcc" or "fcc", from the median first-shell
+    coordination — atoms closer than 1.19 (V/N)^(1/3) count, 8 in bcc, 12 in fcc; a defect
+    changes a few atoms' counts, not the median. Anything else is refused."""
+    from ase.neighborlist import neighbor_list
+
+    cutoff = FIRST_SHELL_CUTOFF * (atoms.get_volume() / len(atoms)) ** (1.0 / 3.0)
+    first = neighbor_list("i", atoms, cutoff)
+    median = int(np.median(np.bincount(first, minlength=len(atoms))))
+    for lattice, z in FIRST_SHELL.items():
+        if median == z:
+            return lattice
+    raise InputError(f"{source}: host is neither bcc nor fcc (median first-shell coordination {median}); "
+                     "give the perfect reference cell (--reference)")
+
+
+def cubic_reference_parameters(atoms, source: str = "<structure>"):
+    """(lattice, repetitions (n_x, n_y, n_z), cubic lattice constant a in Å) of the perfect bcc or
+    fcc cell with the same orthogonal cell as the defect cell ``atoms``: the lattice from the
+    first-shell coordination (:func:`cubic_host_lattice`), n_a = L_a / a with a from the volume
+    per site; refused (asking for a reference) unless the cell is orthogonal, the three a_a agree
+    and the site count is within 10 % of N."""
+    cell = np.asarray(atoms.get_cell())
+    if np.abs(cell - np.diag(np.diag(cell))).max() > 1e-8:
+        raise InputError(f"{source}: automatic crystal reference needs an orthogonal cell; give --reference")
+    lattice = cubic_host_lattice(atoms, source)
+    basis = CUBIC_BASIS[lattice]
+    lengths = np.diag(cell)
+    reps = np.maximum(np.rint(lengths / (basis * np.prod(lengths) / len(atoms)) ** (1.0 / 3.0)), 1).astype(int)
+    a_axes = lengths / reps
+    n_sites = basis * int(np.prod(reps))
+    if np.ptp(a_axes) > 1e-6 * a_axes.mean() or abs(n_sites - len(atoms)) > 0.1 * n_sites:
+        raise InputError(f"{source}: cell is not a {lattice} supercell of one lattice parameter; give --reference")
+    return lattice, tuple(int(r) for r in reps), float(a_axes[0])
 
 
 def diamond_supercell(n: int | Sequence[int], a0: float, symbol: str = "Si"):

@@ -22,13 +22,13 @@ import numpy as np
 from hpcvib.geometry.structures import minimum_image
 
 
-def lattice_fingerprint(atoms, a0: float, n_top: int = 64) -> np.ndarray:
+def lattice_fingerprint(atoms, a0: float, n_top: int = 64, lattice: str = "bcc") -> np.ndarray:
     """Sorted (descending) distances (Å) of the atoms from their nearest site of the perfect
-    bcc lattice of parameter ``a0``, after removing the rigid translation (the median offset; a
+    bcc or fcc ``lattice`` of parameter ``a0``, after removing the rigid translation (the median offset; a
     relaxation from randomised positions drifts along the zero modes) — the ``n_top`` largest.
     Invariant under the lattice's symmetry operations and translations, so symmetry-equivalent
     relaxed defects coincide."""
-    return np.sort(_site_distances(atoms, a0))[::-1][:n_top]
+    return np.sort(_site_distances(atoms, a0, lattice))[::-1][:n_top]
 
 
 def _bcc_offsets(x: np.ndarray) -> np.ndarray:
@@ -37,6 +37,24 @@ def _bcc_offsets(x: np.ndarray) -> np.ndarray:
     odd = 2.0 * np.floor(x / 2.0) + 1.0
     use_even = np.linalg.norm(x - even, axis=1) <= np.linalg.norm(x - odd, axis=1)
     return x - np.where(use_even[:, None], even, odd)
+
+
+def _fcc_offsets(x: np.ndarray) -> np.ndarray:
+    """Offsets (units a0/2) of points ``x`` from their nearest fcc site (integers of even sum):
+    round every coordinate; where the sum is odd, round the worst-rounded one the other way
+    (the nearest point of the D3 lattice, Conway & Sloane)."""
+    near = np.rint(x)
+    odd = near.sum(axis=1) % 2 != 0
+    err = x - near
+    worst = np.argmax(np.abs(err), axis=1)
+    rows = np.flatnonzero(odd)
+    cols = worst[rows]
+    near[rows, cols] += np.where(err[rows, cols] >= 0.0, 1.0, -1.0)
+    return x - near
+
+
+#: nearest-site offsets of each cubic host lattice, units a0/2
+_OFFSETS = {"bcc": _bcc_offsets, "fcc": _fcc_offsets}
 
 
 def cell_point_group(cell, tol: float = 1e-6) -> np.ndarray:
@@ -56,13 +74,13 @@ def cell_point_group(cell, tol: float = 1e-6) -> np.ndarray:
     return np.array(ops)
 
 
-def symmetry_equivalent(a, b, tol: float = 1e-2, a0: float | None = None) -> bool:
+def symmetry_equivalent(a, b, tol: float = 1e-2, a0: float | None = None, lattice: str = "bcc") -> bool:
     """Whether configuration ``b`` is ``a`` moved by a point operation of the cell and a
     translation, every atom within ``tol`` (Å) of its image (same cell, same species).
 
     The translation is fixed by sending the atom of ``a`` farthest from a perfect lattice site
     (the defect core; any atom when ``a0`` is None) onto each atom of ``b`` of the same species
-    and the same lattice-site distance in turn."""
+    and the same lattice-site distance in turn; ``lattice`` is the host's, bcc or fcc."""
     from scipy.spatial import cKDTree
 
     if len(a) != len(b) or not np.allclose(np.asarray(a.cell), np.asarray(b.cell), atol=1e-8):
@@ -71,10 +89,10 @@ def symmetry_equivalent(a, b, tol: float = 1e-2, a0: float | None = None) -> boo
         return False
     cell = np.asarray(a.cell)
     if np.abs(cell - np.diag(np.diag(cell))).max() > 1e-9:
-        return _equivalent_general(a, b, tol, a0)
+        return _equivalent_general(a, b, tol, a0, lattice)
     box = np.diag(cell)
     trees = {z: cKDTree(_wrap(b.positions[b.numbers == z], box), boxsize=box) for z in set(b.numbers.tolist())}
-    anchor, candidates = _anchor_and_candidates(a, b, tol, a0)
+    anchor, candidates = _anchor_and_candidates(a, b, tol, a0, lattice)
     centre = 0.5 * box
     for g in cell_point_group(cell):
         moved = (a.positions - centre) @ g.T + centre
@@ -92,17 +110,18 @@ def _wrap(points: np.ndarray, box: np.ndarray) -> np.ndarray:
     return out
 
 
-def _site_distances(atoms, a0: float) -> np.ndarray:
-    """Distance (Å) of every atom from its nearest perfect bcc site, rigid drift removed."""
+def _site_distances(atoms, a0: float, lattice: str = "bcc") -> np.ndarray:
+    """Distance (Å) of every atom from its nearest perfect bcc or fcc site, rigid drift removed."""
+    offsets = _OFFSETS[lattice]
     x = atoms.positions / (a0 / 2.0)
-    x = x - np.median(_bcc_offsets(x), axis=0)
-    return np.linalg.norm(_bcc_offsets(x), axis=1) * a0 / 2.0
+    x = x - np.median(offsets(x), axis=0)
+    return np.linalg.norm(offsets(x), axis=1) * a0 / 2.0
 
 
-def _anchor_and_candidates(a, b, tol, a0):
+def _anchor_and_candidates(a, b, tol, a0, lattice):
     if a0 is None:
         return 0, np.flatnonzero(b.numbers == a.numbers[0])
-    da, db = _site_distances(a, a0), _site_distances(b, a0)
+    da, db = _site_distances(a, a0, lattice), _site_distances(b, a0, lattice)
     anchor = int(np.argmax(da))
     close = np.abs(db - da[anchor]) < 2 * tol
     close &= b.numbers == a.numbers[anchor]
@@ -115,10 +134,10 @@ def _all_matched(tree, points, tol) -> bool:
     return bool(np.all(np.isfinite(dist)) and len(np.unique(idx)) == len(idx))
 
 
-def _equivalent_general(a, b, tol, a0) -> bool:
+def _equivalent_general(a, b, tol, a0, lattice) -> bool:
     """Slow path for non-orthogonal cells: minimum-image distances, O(N²) per trial."""
     cell = np.asarray(a.cell)
-    anchor, candidates = _anchor_and_candidates(a, b, tol, a0)
+    anchor, candidates = _anchor_and_candidates(a, b, tol, a0, lattice)
     centre = 0.5 * cell.sum(axis=0)
     for g in cell_point_group(cell):
         moved = (a.positions - centre) @ g.T + centre

@@ -29,18 +29,21 @@ def settings_from_model(saved, jmax=None, rcut=None, full=None):
 
 
 def primitive_reference(reference, reps: int = 2):
-    """A perfect bcc cell of ``reps``³ conventional cells with the lattice parameter of the bcc
-    supercell ``reference``. Every atom of a perfect Bravais crystal has the same environment
-    (periodic images included), so D_b/N_b and DD_b/N_b — all that ΔD and ΔDD need — are the same
-    for any supercell: the reference costs O(1) instead of O(N)."""
-    from hpcvib.geometry.structures import bcc_supercell
+    """A perfect cell of ``reps``³ conventional cells of the lattice and lattice parameter of the
+    perfect bcc or fcc supercell ``reference`` (else ``reference`` itself). Every atom of a perfect
+    Bravais crystal has the same environment (periodic images included), so D_b/N_b and DD_b/N_b
+    — all that ΔD and ΔDD need — are the same for any supercell: the reference costs O(1)
+    instead of O(N)."""
+    from hpcvib.errors import InputError
+    from hpcvib.geometry.structures import CUBIC_BASIS, cubic_reference_parameters, cubic_supercell
 
-    cell = np.asarray(reference.get_cell())
-    n = round((len(reference) / 2) ** (1 / 3))
-    if 2 * n ** 3 != len(reference) or np.abs(cell - np.diag(np.diag(cell))).max() > 1e-9 \
-            or np.ptp(np.diag(cell)) > 1e-9 * cell[0, 0]:
+    try:
+        lattice, n, a = cubic_reference_parameters(reference)
+    except InputError:
         return reference
-    small = bcc_supercell(reps, cell[0, 0] / n, reference.get_chemical_symbols()[0])
+    if CUBIC_BASIS[lattice] * int(np.prod(n)) != len(reference):
+        return reference
+    small = cubic_supercell(lattice, reps, a, reference.get_chemical_symbols()[0])
     small.set_masses(np.full(len(small), reference.get_masses()[0]))
     return small
 
@@ -117,7 +120,7 @@ def predict_structures(comm, args, failures=None, show=None) -> list[dict]:
     from hpcvib.geometry.structures import load_structures
     from hpcvib.learning.models import SavedModel
     from hpcvib.parallel import root_only
-    from hpcvib.physics.thermo import perfect_bcc_reference
+    from hpcvib.physics.thermo import perfect_cubic_reference
 
     failures = failures or ItemFailures(comm, keep_going=False)
     show = show or (lambda row: None)
@@ -146,7 +149,7 @@ def predict_structures(comm, args, failures=None, show=None) -> list[dict]:
         outputs = []
 
         def one(label, atoms):
-            reference = ref if ref is not None else primitive_reference(perfect_bcc_reference(atoms, label))
+            reference = ref if ref is not None else primitive_reference(perfect_cubic_reference(atoms, label))
             res = predict_entropy(comm, saved, atoms, reference, settings, per_atom=bool(args.output), source=label)
             if "per_atom" in res:
                 a = atoms.copy()

@@ -47,11 +47,13 @@ def entropy_dataset(db) -> dict:
 
 
 def host_volume_per_atom(provenance: dict) -> float:
-    """Ω0 (Å³ per lattice site) of the unstrained host of a database: a0³/2 for bcc, 0 for a
-    host without a lattice (amorphous)."""
+    """Ω0 (Å³ per lattice site) of the unstrained host of a database: a0³/2 for bcc, a0³/4 for
+    fcc, 0 for a host without a lattice (amorphous)."""
+    from hpcvib.geometry.structures import CUBIC_BASIS
+
     lattice = provenance.get("parameters", {}).get("system", {}).get("lattice", "bcc")
     a0 = float(provenance.get("a0") or 0.0)
-    return a0 ** 3 / 2.0 if lattice == "bcc" and a0 > 0 else 0.0
+    return a0 ** 3 / CUBIC_BASIS[lattice] if lattice in CUBIC_BASIS and a0 > 0 else 0.0
 
 
 #: format tag of the compact training table (:func:`write_training_table`)

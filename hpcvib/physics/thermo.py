@@ -233,34 +233,50 @@ def check_same_system(minimum, saddle, label_m: str, label_s: str) -> None:
         raise InputError(f"{label_s}: cell differs from minimum {label_m}")
 
 
-def bloch_ln_det_prime_bcc(potential, atoms, reps=None, a: float | None = None,
-                           q_chunk: int = 8192) -> tuple[float, float]:
-    """Exact ln det'(D) of a perfect bcc supercell of ``reps`` = (n_x, n_y, n_z) cubic cells of
-    side ``a`` (Å) by Bloch's theorem, in O(N) — no factorisation (THEORY §3).
+#: reciprocal lattice of each cubic host, in units of 2π/a: a point (h, k, l) of integers belongs
+#: to it when h + k + l is even (bcc → fcc reciprocal lattice) or h, k, l have one parity (fcc → bcc)
+def _reciprocal_lattice_point(lattice: str, hkl: np.ndarray) -> np.ndarray:
+    if lattice == "bcc":
+        return hkl.sum(axis=1) % 2 == 0
+    parity = hkl % 2
+    return (parity == parity[:, :1]).all(axis=1)
+
+
+#: copies of each commensurate wave-vector class in the grid of the cube [0, 4π/a)³: the
+#: reciprocal lattice points inside it (4 of the bcc host's fcc reciprocal, 2 of the fcc host's bcc)
+BLOCH_MULTIPLICITY = {"bcc": 4, "fcc": 2}
+
+
+def bloch_ln_det_prime(potential, atoms, lattice: str | None = None, reps=None, a: float | None = None,
+                       q_chunk: int = 8192) -> tuple[float, float]:
+    """Exact ln det'(D) of a perfect bcc or fcc supercell of ``reps`` = (n_x, n_y, n_z) cubic cells
+    of side ``a`` (Å) by Bloch's theorem, in O(N) — no factorisation (THEORY §3).
 
     Every atom of a Bravais crystal is equivalent, so D is block-circulant and its 3N eigenvalues
     are those of the 3×3 Hermitian D(q) = (1/m) Σ_b H(0, b) e^{i q·d_b} at the N wave vectors
     commensurate with the supercell. H(0, b) is the exact Hessian row of atom 0 in the periodic
     cell itself (image contributions included; the phase is the same for every image because q
-    is commensurate). The grid q = 2π/a (h/n_x, k/n_y, l/n_z), 0 ≤ h < 2n_x, … holds each class
-    modulo the fcc reciprocal lattice four times; the four copies of Γ carry the three zero
-    modes and are left out: ln det'(D) = ¼ Σ_{q ∉ Γ} ln det D(q).
-    ``reps`` and ``a`` default to those of the cell itself (:func:`bcc_reference_parameters`).
+    is commensurate). The grid q = 2π/a (h/n_x, k/n_y, l/n_z), 0 ≤ h < 2n_x, … covers the cube
+    [0, 4π/a)³, which holds each class modulo the reciprocal lattice m times (m = 4 for bcc, whose
+    reciprocal lattice is fcc; m = 2 for fcc, whose reciprocal is bcc); the m copies of Γ carry the
+    three zero modes and are left out: ln det'(D) = (1/m) Σ_{q ∉ Γ} ln det D(q).
+    ``lattice``, ``reps`` and ``a`` default to those of the cell itself
+    (:func:`hpcvib.geometry.structures.cubic_reference_parameters`).
     Returns (ln det'(D), smallest non-zero eigenvalue); a non-positive eigenvalue (mechanically
     unstable lattice) is an error.
     """
-    from hpcvib.geometry.structures import minimum_image
+    from hpcvib.geometry.structures import cubic_reference_parameters, minimum_image
 
-    if reps is None or a is None:
-        reps, a = bcc_reference_parameters(atoms)
+    if lattice is None or reps is None or a is None:
+        lattice, reps, a = cubic_reference_parameters(atoms)
     reps = np.asarray(reps, dtype=np.int64)
     rows = potential.hessian_rows(atoms, np.array([0]))
     pos = atoms.get_positions()
     d = minimum_image(pos[rows.cols] - pos[0], atoms.get_cell())
     blocks = rows.blocks / atoms.get_masses()[0]
     grid = np.stack(np.meshgrid(*[np.arange(2 * n) for n in reps], indexing="ij"), axis=-1).reshape(-1, 3)
-    whole = grid % reps == 0
-    gamma = whole.all(axis=1) & ((grid // reps).sum(axis=1) % 2 == 0)
+    whole = (grid % reps == 0).all(axis=1)
+    gamma = whole & _reciprocal_lattice_point(lattice, grid // reps)
     q = 2.0 * np.pi / a * (grid[~gamma] / reps)
     total, lowest = 0.0, np.inf
     for start in range(0, len(q), q_chunk):
@@ -269,22 +285,22 @@ def bloch_ln_det_prime_bcc(potential, atoms, reps=None, a: float | None = None,
         w = np.linalg.eigvalsh(dq)
         lowest = min(lowest, float(w.min()))
         if lowest <= 0.0:
-            raise HpcvibError(f"perfect bcc lattice (a = {a:.6f} Å) is mechanically unstable: "
+            raise HpcvibError(f"perfect {lattice} lattice (a = {a:.6f} Å) is mechanically unstable: "
                               f"D(q) has eigenvalue {lowest:.6g} eV/(Å² amu)")
         total += float(np.log(w).sum())
-    return total / 4.0, lowest
+    return total / BLOCH_MULTIPLICITY[lattice], lowest
 
 
-def analyse_perfect_bcc(potential, atoms, label: str = "auto bcc") -> StructureAnalysis:
-    """:class:`StructureAnalysis` of the perfect bcc supercell ``atoms`` with ln det'(D) from
-    :func:`bloch_ln_det_prime_bcc` (no factorisation; a minimum by construction, checked: every
+def analyse_perfect_crystal(potential, atoms, label: str = "auto reference") -> StructureAnalysis:
+    """:class:`StructureAnalysis` of the perfect bcc or fcc supercell ``atoms`` with ln det'(D)
+    from :func:`bloch_ln_det_prime` (no factorisation; a minimum by construction, checked: every
     D(q) positive definite)."""
     t = time.perf_counter()
     ev = potential.evaluate(atoms)
     fmax = float(np.sqrt((ev.forces ** 2).sum(axis=1)).max())
     t_energy = time.perf_counter() - t
     t = time.perf_counter()
-    ln_det, lowest = bloch_ln_det_prime_bcc(potential, atoms)
+    ln_det, lowest = bloch_ln_det_prime(potential, atoms)
     t_bloch = time.perf_counter() - t
     get_logger("thermo").info("%s: ln det'(D) = %.12f by Bloch sums over %d q-points (%.2f s)",
                               label, ln_det, len(atoms), t_bloch)
@@ -293,34 +309,17 @@ def analyse_perfect_bcc(potential, atoms, label: str = "auto bcc") -> StructureA
                              {"solver": "bloch", "q_points": len(atoms), "seconds": t_bloch})
 
 
-def bcc_reference_parameters(atoms, source: str = "<structure>"):
-    """(repetitions (n_x, n_y, n_z), cubic lattice constant a) of the perfect bcc cell with the
-    same orthogonal cell as ``atoms`` — see :func:`perfect_bcc_reference`."""
-    cell = np.asarray(atoms.get_cell())
-    if np.abs(cell - np.diag(np.diag(cell))).max() > 1e-8:
-        raise InputError(f"{source}: automatic bcc reference needs an orthogonal cell; give --reference")
-    lengths = np.diag(cell)
-    a_est = (2.0 * np.prod(lengths) / len(atoms)) ** (1.0 / 3.0)
-    reps = np.rint(lengths / a_est).astype(int)
-    a_axes = lengths / reps
-    n_bulk = 2 * int(np.prod(reps))
-    if np.ptp(a_axes) > 1e-6 * a_axes.mean() or abs(n_bulk - len(atoms)) > 0.1 * n_bulk:
-        raise InputError(f"{source}: cell is not a bcc supercell of the same lattice; give --reference")
-    return tuple(int(r) for r in reps), float(a_axes[0])
+def perfect_cubic_reference(atoms, source: str = "<structure>"):
+    """The perfect bcc or fcc cell with the same (orthogonal) cell as the defect cell ``atoms``
+    (host lattice, repetitions and lattice parameter by
+    :func:`hpcvib.geometry.structures.cubic_reference_parameters`), with the defect cell's
+    species and mass; a cell with more than one species needs an explicit reference."""
+    from hpcvib.geometry.structures import cubic_reference_parameters, cubic_supercell
 
-
-def perfect_bcc_reference(atoms, source: str = "<structure>"):
-    """The perfect bcc cell with the same (orthogonal) cell as the defect cell ``atoms``.
-
-    Repetitions n_a = L_a / a along each axis with a from the volume per atom; rejected (with
-    a request for ``--reference``) unless the cell is orthogonal and 2 n_x n_y n_z is within
-    10 % of N."""
-    from hpcvib.geometry.structures import bcc_supercell
-
-    reps, a = bcc_reference_parameters(atoms, source)
+    lattice, reps, a = cubic_reference_parameters(atoms, source)
     symbols = set(atoms.get_chemical_symbols())
     if len(symbols) != 1:
-        raise InputError(f"{source}: automatic bcc reference needs a single species; give --reference")
-    ref = bcc_supercell(reps, a, symbols.pop())
+        raise InputError(f"{source}: automatic crystal reference needs a single species; give --reference")
+    ref = cubic_supercell(lattice, reps, a, symbols.pop())
     ref.set_masses(np.full(len(ref), atoms.get_masses()[0]))
     return ref

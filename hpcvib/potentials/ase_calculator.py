@@ -127,11 +127,16 @@ class CalculatorPotential(Potential):
 
     def hessian_rows(self, atoms, rows: np.ndarray | None = None, cell_list=None) -> BlockRows:
         """Block rows of the coloured central-difference Hessian (eV/Å²); all rows are computed
-        once per configuration and cached."""
+        once per configuration and cached. A few rows of an uncached configuration (fewer than
+        the colours of the whole matrix, e.g. the one row of a perfect crystal's Bloch sum) are
+        computed alone: 6 force calls per row (:func:`~hpcvib.potentials.fdhessian.fd_block_rows`)."""
         n = len(atoms)
         rows = np.arange(n, dtype=np.int64) if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
         key = (atoms.positions.tobytes(), np.asarray(atoms.get_cell()).tobytes(), atoms.numbers.tobytes())
-        if self._hessian_cache is None or self._hessian_cache[0] != key:
+        cached = self._hessian_cache is not None and self._hessian_cache[0] == key
+        if not cached and len(rows) < self.FEW_ROWS:
+            return self._few_rows(atoms, rows)
+        if not cached:
             from hpcvib.potentials.fdhessian import coloured_fd_hessian
 
             h, _ = coloured_fd_hessian(atoms, self.calculator, 2.0 * self.cutoff, FD_STEP)
@@ -145,6 +150,19 @@ class CalculatorPotential(Potential):
         take = np.concatenate([np.arange(bsr.indptr[r], bsr.indptr[r + 1]) for r in rows]) if len(rows) else \
             np.zeros(0, dtype=np.int64)
         return BlockRows(n, rows, indptr, bsr.indices[take].astype(np.int64), np.ascontiguousarray(bsr.data[take]))
+
+    #: below this many requested rows, rows are differenced one atom at a time, not by colours
+    FEW_ROWS = 8
+
+    def _few_rows(self, atoms, rows) -> BlockRows:
+        from hpcvib.potentials.fdhessian import fd_block_rows
+
+        found = fd_block_rows(atoms, self.calculator, rows, 2.0 * self.cutoff, FD_STEP)
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(cols) for cols, _ in found], out=indptr[1:])
+        cols = np.concatenate([c for c, _ in found]).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
+        blocks = np.concatenate([b for _, b in found]) if found else np.zeros((0, 3, 3))
+        return BlockRows(len(atoms), rows, indptr, cols, np.ascontiguousarray(blocks))
 
     def _accumulate_hessian(self, nl, species, row_slot, indptr, cols, blocks):  # pragma: no cover
         raise NotImplementedError("the Hessian of an ASE calculator comes from hessian_rows")

@@ -112,8 +112,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "system": {
         "potential": Key(str, REQUIRED, doc="built-in name or potential file"),
-        "lattice": Key(str, "bcc", _one_of("bcc", "amorphous"), "host lattice (amorphous: [amorphous] makes it)"),
-        "symbol": Key(str, "Fe", doc="chemical symbol"),
+        "lattice": Key(str, "bcc", _one_of("bcc", "fcc", "amorphous"),
+                       "host lattice (amorphous: [amorphous] makes it; fcc: imported structures only)"),
+        "symbol": Key(str, "", doc="chemical symbol of the host (default: the potential's first species)"),
         "cell": Key(int, 8, lambda v: None if v >= 3 else "must be >= 3", "cell size n: (n a0)^3"),
         "a0": Key((float, int), 0.0, _non_negative, "lattice parameter, Å (0: from the potential)"),
     },
@@ -138,7 +139,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      "a multi-frame file gives one configuration per frame; extxyz info 'family' labels it"),
         "events": Key(list, [], _file_patterns, "events: files or globs of 2 or 3 frames each — minimum, first-order "
                       "saddle[, final minimum] (hpcvib saddle -o and export --events write them) — or directories "
-                      "with reactant / saddle [/ product] files (eOn's layout; also min / sad / final)"),
+                      "with reactant / saddle [/ product] files (eOn's layout; also min / sad / final), or "
+                      "ARTn directories of numbered minNNNN / sadNNNN files (paired by events.list, else by number)"),
         "format": Key(str, "", doc="ASE format when the suffix does not tell (e.g. lammps-dump-text)"),
         "types": Key(list, [], _element_list, "element of each LAMMPS atom type, in type order"),
         "relaxed": Key(bool, True, doc="the structures are relaxed minima: forces are checked against "
@@ -287,6 +289,8 @@ def validate(raw: dict, path: str) -> Job:
         raise InputError(f"{path}: [generate] (bcc defects) and [amorphous] exclude each other")
     if "amorphous" in job.stages and job["system"]["lattice"] != "amorphous":
         raise InputError(f"{path}: [amorphous] needs lattice = \"amorphous\" in [system]")
+    if "generate" in job.stages and job["system"]["lattice"] == "fcc":
+        raise InputError(f"{path}: [generate] builds bcc defect clusters; an fcc host takes [import]ed structures")
     if not job.stages:
         raise InputError(f"{path}: no stage table ({', '.join(STAGE_TABLES)})")
     if "import" in job.stages and not (job["import"]["files"] or job["import"]["events"]):

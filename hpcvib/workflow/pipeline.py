@@ -33,41 +33,15 @@ def strain_key(strain: float) -> str:
     return f"{strain:+.4f}"
 
 
-#: reference keys of imported bcc hosts: repetitions and the exact lattice parameter
-IMPORTED_REFERENCE = re.compile(r"^bcc(\d+)x(\d+)x(\d+)a([0-9.eE+-]+)$")
+#: reference keys of imported crystal hosts: lattice, repetitions and the exact lattice parameter
+IMPORTED_REFERENCE = re.compile(r"^(bcc|fcc)(\d+)x(\d+)x(\d+)a([0-9.eE+-]+)$")
 #: attributes an imported configuration carries from its import record to its relax record
 IMPORT_LABELS = ("source", "reference_key", "label")
 
 
-def imported_reference_key(reps, a: float) -> str:
-    """Reference key of an imported bcc host of ``reps`` conventional cells of side ``a`` (Å)."""
-    return f"bcc{reps[0]}x{reps[1]}x{reps[2]}a{float(a)!r}"
-
-
-#: file-name stems of an event directory, in order (eOn's layout: reactant, saddle, product)
-EVENT_DIRECTORY_ROLES = (("reactant", "minimum", "min"), ("saddle", "sad"), ("product", "final"))
-
-
-def event_frames_from(path: str, file_format=None, types=None) -> list:
-    """The frames of one imported event: a 2- or 3-frame file, or a directory holding one file
-    per role — ``reactant``/``saddle``/``product`` (eOn; any suffix ASE reads, e.g. ``.con``),
-    also ``min``/``sad``/``final`` — of which the product is optional."""
-    from hpcvib.geometry.structures import read_structures
-
-    if not os.path.isdir(path):
-        return read_structures(path, format=file_format, types=types)
-    names = sorted(os.listdir(path))
-    frames = []
-    for k, stems in enumerate(EVENT_DIRECTORY_ROLES):
-        found = [n for n in names if os.path.splitext(n)[0].lower() in stems]
-        if not found:
-            if k == 2:
-                break
-            raise InputError(f"{path}: an event directory needs a {stems[0]} file ({' / '.join(stems)}.*)")
-        if len(found) > 1:
-            raise InputError(f"{path}: more than one {stems[0]} file ({', '.join(found)})")
-        frames.append(read_structures(os.path.join(path, found[0]), format=file_format, types=types)[-1])
-    return frames
+def imported_reference_key(lattice: str, reps, a: float) -> str:
+    """Reference key of an imported bcc or fcc host of ``reps`` conventional cells of side ``a`` (Å)."""
+    return f"{lattice}{reps[0]}x{reps[1]}x{reps[2]}a{float(a)!r}"
 
 
 def import_key(path: str, frame: int | None) -> str:
@@ -86,9 +60,9 @@ def json_label(labels: dict) -> str:
 
 
 def parse_imported_reference(key: str):
-    """((nx, ny, nz), a) of an imported host's reference key, or None for a strain key."""
+    """(lattice, (nx, ny, nz), a) of an imported host's reference key, or None for a strain key."""
     m = IMPORTED_REFERENCE.match(key)
-    return None if m is None else (tuple(int(m.group(i)) for i in (1, 2, 3)), float(m.group(4)))
+    return None if m is None else (m.group(1), tuple(int(m.group(i)) for i in (2, 3, 4)), float(m.group(5)))
 
 
 #: seed of amorphous cell ``index`` = job seed × stride + index (a prime larger than any cell count)
@@ -109,8 +83,10 @@ class Pipeline:
         # every rank loads the potential; a rank that cannot read it raises on every rank
         self.pot = collective_call(comm, lambda: load_potential(expand_path(job["system"]["potential"])))
         sysj = job["system"]
-        self.a0 = float(sysj["a0"]) or (root_only(comm, lattice_constant, self.pot, "bcc")
-                                        if sysj["lattice"] == "bcc" else 0.0)
+        self.lattice = sysj["lattice"]
+        self.symbol = sysj["symbol"] or self.pot.species[0]
+        self.a0 = float(sysj["a0"]) or (root_only(comm, lattice_constant, self.pot, self.lattice, self.symbol)
+                                        if self.has_perfect_reference else 0.0)
         self.n = int(sysj["cell"])
         self.group_size = int(job["job"]["group_size"])
         self.timings: dict = {}
@@ -230,7 +206,7 @@ class Pipeline:
         todo = [s for s in specs if s.key not in done]
         self.log.info("generate: %d configurations (%d already in the database)", len(specs), len(specs) - len(todo))
         for spec in todo:
-            atoms = build_defect(spec, self.n, self.a0, self.job["system"]["symbol"], self.job["job"]["seed"],
+            atoms = build_defect(spec, self.n, self.a0, self.symbol, self.job["job"]["seed"],
                                  g["displacement"], g["displacement_radius"])
             attrs = dict(spec.labels(), strain=0.0, parent="", n_atoms=len(atoms), status="ok")
             self.db.write(Record("configs", spec.key, "generate", attrs, structure_data(atoms)))
@@ -290,26 +266,41 @@ class Pipeline:
         from hpcvib.errors import HpcvibError
 
         imp = self.job["import"]
+        fmt, types = imp["format"] or None, imp["types"] or None
         done = self.db.completed("source", "events")
         keys = []
-        for path in self._expanded(imp["events"]):
-            key = import_key(path, None)
+        for key, source, read, extra in self._event_items(self._expanded(imp["events"]), fmt, types):
             keys.append(key)
             if key in done:
                 continue
             try:
-                frames = event_frames_from(path, imp["format"] or None, imp["types"] or None)
+                frames = read()
                 if len(frames) not in (2, 3):
-                    raise InputError(f"{path}: an event file has 2 or 3 frames (minimum, saddle[, final "
+                    raise InputError(f"{source}: an event file has 2 or 3 frames (minimum, saddle[, final "
                                      f"minimum]), not {len(frames)}")
                 data = {f"{name}_{k}": v for name, atoms in zip(("minimum", "saddle", "final"), frames)
                         for k, v in structure_data(atoms).items()}
-                self.db.write(Record("events", key, "source", {"status": "ok", "source": path,
-                                                               "frames": len(frames)}, data))
+                self.db.write(Record("events", key, "source", dict(extra, status="ok", source=source,
+                                                                   frames=len(frames)), data))
             except HpcvibError as exc:
-                self.db.write(Record("events", key, "source", {"status": "failed", "source": path,
-                                                               "reason": str(exc)}))
+                self.db.write(Record("events", key, "source", dict(extra, status="failed", source=source,
+                                                                   reason=str(exc))))
         return keys
+
+    @staticmethod
+    def _event_items(paths, fmt, types):
+        """(key, source, frame reader, labels) of every imported event: one per event file or
+        eOn directory, one per saddle of an ARTn directory (:mod:`hpcvib.geometry.event_files`)."""
+        from hpcvib.geometry.event_files import artn_events, event_frames_from, is_artn_directory, member_frames
+
+        for path in paths:
+            if not is_artn_directory(path):
+                yield import_key(path, None), path, (lambda p=path: event_frames_from(p, fmt, types)), {}
+                continue
+            for name, members, status in artn_events(path):
+                yield (import_key(os.path.join(path, name), None), os.path.join(path, name),
+                       (lambda m=members: member_frames(m, fmt, types)),
+                       {"files": " ".join(members), "artn_status": status})
 
     def _event_import_task(self, group, key) -> None:
         """Exact ΔE, ln ν* (Eq. 24–25: two factorisations and λ_neg) and the descriptors D_m, D_s
@@ -322,7 +313,8 @@ class Pipeline:
 
         t = time.perf_counter()
         src = root_only(group, self.db.read_record, "events", key, "source")
-        attrs = {"source": src.attrs["source"], "minimum": key, "strain": 0.0}
+        attrs = {"source": src.attrs["source"], "minimum": key, "strain": 0.0,
+                 **{k: src.attrs[k] for k in ("files", "artn_status") if k in src.attrs}}
         if not src.ok:
             self._write(group, Record("events", key, "event", dict(attrs, status="failed", reason=src.attrs["reason"])))
             return
@@ -360,7 +352,7 @@ class Pipeline:
         """generate (and relax) records of one imported frame, or a failed generate record."""
         from hpcvib.errors import HpcvibError
         from hpcvib.geometry.structures import validate
-        from hpcvib.physics.thermo import bcc_reference_parameters
+        from hpcvib.geometry.structures import cubic_reference_parameters
 
         imp = self.job["import"]
         base = {"source": path, "parent": "", "variant": 0}
@@ -374,8 +366,11 @@ class Pipeline:
             attrs = dict(base, kind=family, size="", n_atoms=len(atoms), status="ok",
                          label=json_label(labels))
             if self.has_perfect_reference:
-                reps, a = bcc_reference_parameters(atoms, f"{path} ({key})")
-                attrs.update(strain=a / self.a0 - 1.0, reference_key=imported_reference_key(reps, a))
+                lattice, reps, a = cubic_reference_parameters(atoms, f"{path} ({key})")
+                if lattice != self.lattice:
+                    raise InputError(f"{path} ({key}): host is {lattice}, but the job's [system] lattice is "
+                                     f"{self.lattice}")
+                attrs.update(strain=a / self.a0 - 1.0, reference_key=imported_reference_key(lattice, reps, a))
             else:
                 attrs["strain"] = 0.0
         except HpcvibError as exc:
@@ -486,7 +481,7 @@ class Pipeline:
         data = {}
         if atoms is not None:
             data = structure_data(atoms)
-            data["fingerprint"] = lattice_fingerprint(atoms, self.a0 * (1.0 + strain))
+            data["fingerprint"] = lattice_fingerprint(atoms, self.a0 * (1.0 + strain), lattice=self.lattice)
         attrs = dict(attrs, parent=gen_attrs.get("parent", ""), strain=strain,
                      **{k: v for k, v in gen_attrs.items() if k in IMPORT_LABELS})
         if attrs.get("n_negative", 0) > 0 and attrs["status"] == "ok":
@@ -583,7 +578,7 @@ class Pipeline:
 
         def same(key_a: str, key_b: str) -> bool:
             return symmetry_equivalent(atoms_from_record(relaxed[key_a]["relax"]),
-                                       atoms_from_record(relaxed[key_b]["relax"]), tol, self.a0)
+                                       atoms_from_record(relaxed[key_b]["relax"]), tol, self.a0, self.lattice)
         return same
 
     def _mark_duplicates(self) -> None:
@@ -614,17 +609,17 @@ class Pipeline:
         return attrs.get("reference_key") or strain_key(float(attrs["strain"]))
 
     def _reference_atoms(self, key: str):
-        """The perfect bcc cell of reference ``key`` (:meth:`_reference_key`)."""
-        from hpcvib.geometry.structures import bcc_supercell
+        """The perfect crystal cell of reference ``key`` (:meth:`_reference_key`)."""
+        from hpcvib.geometry.structures import cubic_supercell
 
         imported = parse_imported_reference(key)
         if imported is not None:
-            return bcc_supercell(imported[0], imported[1], self.job["system"]["symbol"])
-        return bcc_supercell(self.n, self.a0, self.job["system"]["symbol"], strain=float(key))
+            return cubic_supercell(*imported, self.symbol)
+        return cubic_supercell(self.lattice, self.n, self.a0, self.symbol, strain=float(key))
 
     def _reference_strain(self, key: str) -> float:
         imported = parse_imported_reference(key)
-        return float(key) if imported is None else imported[1] / self.a0 - 1.0
+        return float(key) if imported is None else imported[2] / self.a0 - 1.0
 
     def _references_needed(self) -> list:
         """Reference keys of the job's strains and of every relaxed configuration."""
@@ -728,8 +723,9 @@ class Pipeline:
 
     @property
     def has_perfect_reference(self) -> bool:
-        """bcc hosts have a perfect reference cell per strain (S_f, ΔD); amorphous ones do not."""
-        return self.job["system"]["lattice"] == "bcc"
+        """Crystal (bcc, fcc) hosts have a perfect reference cell per strain (S_f, ΔD); amorphous
+        ones do not."""
+        return self.job["system"]["lattice"] in ("bcc", "fcc")
 
     def stage_descriptors(self) -> None:
         if self.has_perfect_reference:
@@ -788,7 +784,7 @@ class Pipeline:
         def work():
             t = time.perf_counter()
             seed = self.job["job"]["seed"] * AMORPHOUS_SEED_STRIDE + index
-            start = starting_cell(a["n_atoms"], a["density"], self.job["system"]["symbol"], seed=seed)
+            start = starting_cell(a["n_atoms"], a["density"], self.symbol, seed=seed)
             quenched, history = melt_quench(start, self.pot, seed=seed,
                                             t_melt=a["t_melt"], melt_ps=a["melt_ps"], t_anneal=a["t_anneal"],
                                             cool_ps=a["cool_ps"], anneal_ps=a["anneal_ps"],
@@ -894,7 +890,7 @@ class Pipeline:
         tol = float(r["duplicate_position_tol"])
 
         def same(key_a: str, key_b: str) -> bool:
-            return symmetry_equivalent(structures[key_a], structures[key_b], tol, self.a0)
+            return symmetry_equivalent(structures[key_a], structures[key_b], tol, self.a0, self.lattice)
         added = 0
         for key, st in sorted(events.items()):
             ev = st["event"]
@@ -903,7 +899,7 @@ class Pipeline:
             parent = self.db.read_record("configs", ev.attrs["minimum"], "relax")
             final = atoms_from_record(parent)
             final.positions = ev.data["final_positions"]
-            fp = lattice_fingerprint(final, self.a0) if self.a0 else np.zeros(0)
+            fp = lattice_fingerprint(final, self.a0, lattice=self.lattice) if self.a0 else np.zeros(0)
             entry = (f"{key}-final", len(final), ev.attrs["energies"]["final"], fp)
             structures[entry[0]] = final
             if self.a0 and entry[0] in find_duplicates(known + [entry], r["duplicate_energy_tol"],
