@@ -9,14 +9,16 @@ are evaluated redundantly on every rank, the Hessian is assembled in parallel):
    (default −2e-3 eV/(Å² amu), about −0.1 eV/Å² on the Hessian of Si or Fe): the configuration
    has left the harmonic basin. The mode comes, on one process and up to 4 000 unknowns
    (``mode_solver = "dense"``), from one dense Cholesky factor of D − σI with σ proven below the
-   spectrum by the factorisation itself, and LOBPCG preconditioned by it
+   spectrum by the factorisation itself, and shift-invert Lanczos on that factor
    (:mod:`hpcvib.landscape.shifted`); otherwise from SLEPc Krylov–Schur with MUMPS
    shift-and-invert (warm-started, translations deflated, the shift checked by its inertia);
 2. *convergence* — on the dense route (``newton``, default) **exact min-mode following**, the
    mode and the step from the same factor at every step: where λ1 < 0 a trust-region
    partitioned-RFO step (uphill along the mode; across it exact projected Newton by CG
    preconditioned with the factor, or the shifted step where λ2 < 0; each part capped at the
-   trust radius on its own); where λ1 ≥ 0 (a convex region) a step uphill along the lowest mode
+   trust radius on its own; the mode tracked by overlap where two eigenvalues are negative, the
+   trust radius set by how well the quadratic model predicted the new gradient); where λ1 ≥ 0
+   (a convex region) a step uphill along the lowest mode
    only, with no descent across it (the dimer method's convex-region rule), so that the search
    cannot slide back into the basin — the failure that ended most ARTn searches ("lost the
    negative mode": 58 % of the failures of the 512-atom a-Si job). On several ranks (SLEPc
@@ -59,6 +61,11 @@ SHIFT_BELOW_PREVIOUS = 1e-3
 #: MIN_MODE_TOL and shifted.EIGEN_TOL (eV/(Å² amu)) — loose far from the saddle, tight at it
 MODE_TOL_PER_FORCE = 1e-2
 MIN_MODE_TOL = 1e-10
+#: trust-region update of min-mode following from the quadratic model's gradient error
+#: ‖g_new − (g + D s)‖ / ‖g‖ (mass-weighted): above POOR_MODEL the step went beyond where the
+#: model holds (halve the radius), below GOOD_MODEL a capped step may grow it (×1.5)
+POOR_MODEL = 0.5
+GOOD_MODEL = 0.25
 
 
 @dataclass
@@ -127,7 +134,7 @@ class Mode:
     vector: np.ndarray  # the D-space eigenvector (3N), for warm starts
     second_eigenvalue: float  # the next non-translational eigenvalue (inf when not computed)
     factor: object = None  # the shifted factor it came from (one-process dense route), for the step
-    block: np.ndarray | None = None  # the LOBPCG block it came from (dense route), for warm starts
+    block: np.ndarray | None = None  # the eigenvector block it came from (dense route), for warm starts and tracking
 
 
 class _Counter:
@@ -160,10 +167,41 @@ def cartesian_direction(vector, atoms) -> np.ndarray:
     return (np.asarray(vector) / np.repeat(np.sqrt(atoms.get_masses()), 3)).reshape(-1, 3)
 
 
+def _tracked(new: "Mode", previous: "Mode", atoms) -> "Mode":
+    """Mode tracking (eigenvector following, Baker 1986): where both of the two lowest
+    eigenvalues are negative, follow the one whose eigenvector overlaps the previously followed
+    mode more — not simply the lowest — so that a second mode softening beside the followed one
+    does not switch the climb to it (the other is then minimised along, like every other mode).
+    Seen in 512-atom a-Si searches that cycled A → B → C → A for 100 steps: the followed
+    λ ≈ −0.023 and a soft mode that a step turned to λ ≈ −0.085 took turns being lowest."""
+    if new.block is None or new.block.shape[1] < 2 or new.second_eigenvalue >= 0:
+        return new
+    overlaps = np.abs(previous.vector @ new.block[:, :2])
+    if overlaps[1] <= overlaps[0]:
+        return new
+    v = new.block[:, 1]
+    u = cartesian_direction(v, atoms)
+    scale = np.linalg.norm(u)
+    return Mode(new.second_eigenvalue, u / scale, new.second_eigenvalue / scale ** 2, v, new.eigenvalue,
+                new.factor, np.column_stack([v, new.block[:, 0]]))
+
+
+def _quadratic_model_error(mode: "Mode", x, f_old: np.ndarray, f_new: np.ndarray, step: np.ndarray) -> float:
+    """‖g_new − (g_old + D s)‖ / ‖g_old‖ of a step s (Å) with the mode's dense D (mass-weighted
+    gradients g = −M^-1/2 F): how far the quadratic model, on which the step was computed, held."""
+    if mode.factor is None:
+        return 0.0
+    sqrt_m = np.repeat(np.sqrt(x.get_masses()), 3)
+    g_old, g_new = -f_old.ravel() / sqrt_m, -f_new.ravel() / sqrt_m
+    predicted = g_old + mode.factor.d @ (step.ravel() * sqrt_m)
+    return float(np.linalg.norm(g_new - predicted) / (np.linalg.norm(g_old) or 1.0))
+
+
 def _shift_below(previous: "Mode | None") -> float:
-    """Shift for the next mode solve: :data:`SHIFT_BELOW_PREVIOUS` (or half of |λ1|) below
-    min(previous λ1, 0); always negative."""
-    last = previous.eigenvalue if previous is not None else 0.0
+    """Shift for the next mode solve: :data:`SHIFT_BELOW_PREVIOUS` (or half of |λ|) below
+    min(previous lowest λ, 0) — the lowest of its two, since a tracked mode need not be the
+    lowest; always negative."""
+    last = min(previous.eigenvalue, previous.second_eigenvalue) if previous is not None else 0.0
     return min(last, 0.0) - max(SHIFT_BELOW_PREVIOUS, 0.5 * abs(last))
 
 
@@ -324,9 +362,12 @@ class SaddleSearch:
             new_mode = self.lowest_mode(x, mode, count, tight if mode.eigenvalue < 0 else s.activation_mode_tol)
             if mode.eigenvalue >= 0 and new_mode.eigenvalue < 0:
                 new_mode = self._dense_mode(x, new_mode.factor, new_mode.block, tight)
-            if mode.eigenvalue < 0 <= new_mode.eigenvalue:
+            if mode.eigenvalue < 0:
+                new_mode = _tracked(new_mode, mode, x)
+            model_error = _quadratic_model_error(mode, x, f, f_new, step) if mode.eigenvalue < 0 else 0.0
+            if mode.eigenvalue < 0 <= new_mode.eigenvalue or model_error > POOR_MODEL:
                 trust = max(0.5 * trust, s.min_trust)
-            elif capped and new_mode.eigenvalue < 0:
+            elif capped and new_mode.eigenvalue < 0 and model_error < GOOD_MODEL:
                 trust = min(1.5 * trust, s.climb_step)
             f, mode = f_new, new_mode
 
