@@ -30,6 +30,19 @@ def greedy_colouring(atoms, conflict_radius: float) -> np.ndarray:
     return colour
 
 
+def force_derivative(work, pos0: np.ndarray, members, alpha: int, step: float) -> np.ndarray:
+    """−∂F/∂x_{m,α} (N×3, eV/Å²) summed over the atoms m of ``members`` displaced together along α,
+    by central differences of the forces of ``work`` (an Atoms with a calculator) about ``pos0``;
+    error O(step²). Leaves ``work`` at a displaced configuration."""
+    forces = []
+    for sign in (1.0, -1.0):
+        x = pos0.copy()
+        x[members, alpha] += sign * step
+        work.set_positions(x)
+        forces.append(work.get_forces())
+    return -(forces[0] - forces[1]) / (2.0 * step)
+
+
 def coloured_fd_hessian(atoms, calculator, hessian_range: float, step: float = 1e-4):
     """Symmetrised central-difference Hessian (scipy CSR, 3N×3N, eV/Å²) of ``calculator``.
 
@@ -58,13 +71,7 @@ def coloured_fd_hessian(atoms, calculator, hessian_range: float, step: float = 1
     for c in range(ncol):
         members = np.flatnonzero(colour == c)
         for alpha in range(3):
-            diff = []
-            for sign in (1.0, -1.0):
-                x = pos0.copy()
-                x[members, alpha] += sign * step
-                work.set_positions(x)
-                diff.append(work.get_forces())
-            dF = -(diff[0] - diff[1]) / (2.0 * step)  # = ∂²E/∂x_k ∂x_{i,alpha}, rows k
+            dF = force_derivative(work, pos0, members, alpha, step)  # = ∂²E/∂x_k ∂x_{i,alpha}, rows k
             for i in members:
                 near = np.unique(np.append(nl.index[nl.indptr[i]:nl.indptr[i + 1]], i))
                 k = (3 * near[:, None] + np.arange(3)).ravel()
@@ -92,12 +99,6 @@ def fd_block_rows(atoms, calculator, atoms_idx, hessian_range: float, step: floa
         near = np.unique(np.append(nl.index[nl.indptr[i]:nl.indptr[i + 1]], i))
         column = np.empty((len(near), 3, 3))  # column[b, x, alpha] = H(b x, i alpha)
         for alpha in range(3):
-            diff = []
-            for sign in (1.0, -1.0):
-                x = pos0.copy()
-                x[i, alpha] += sign * step
-                work.set_positions(x)
-                diff.append(work.get_forces())
-            column[:, :, alpha] = -(diff[0] - diff[1])[near] / (2.0 * step)
+            column[:, :, alpha] = force_derivative(work, pos0, [i], alpha, step)[near]
         out.append((near, np.ascontiguousarray(column.transpose(0, 2, 1))))
     return out
