@@ -180,10 +180,16 @@ def _tracked(new: "Mode", previous: "Mode", atoms) -> "Mode":
     if overlaps[1] <= overlaps[0]:
         return new
     v = new.block[:, 1]
+    return _dense_mode_of(atoms, new.second_eigenvalue, v, new.eigenvalue, new.factor,
+                          np.column_stack([v, new.block[:, 0]]))
+
+
+def _dense_mode_of(atoms, lam: float, v: np.ndarray, second: float, factor, block) -> "Mode":
+    """The :class:`Mode` of eigenpair (λ, v) of D at ``atoms`` (its unit Cartesian direction and
+    curvature), with the factor and eigenvector block it came from."""
     u = cartesian_direction(v, atoms)
     scale = np.linalg.norm(u)
-    return Mode(new.second_eigenvalue, u / scale, new.second_eigenvalue / scale ** 2, v, new.eigenvalue,
-                new.factor, np.column_stack([v, new.block[:, 0]]))
+    return Mode(float(lam), u / scale, float(lam) / scale ** 2, v, float(second), factor, block)
 
 
 def _quadratic_model_error(mode: "Mode", x, f_old: np.ndarray, f_new: np.ndarray, step: np.ndarray) -> float:
@@ -298,10 +304,7 @@ class SaddleSearch:
     @staticmethod
     def _dense_mode(atoms, factor, start, tol: float) -> Mode:
         lams, vecs, block = shifted.lowest_pairs(factor, 2, start, tol, full_block=True)
-        v = vecs[:, 0]
-        u = cartesian_direction(v, atoms)
-        scale = np.linalg.norm(u)
-        return Mode(float(lams[0]), u / scale, float(lams[0]) / scale ** 2, v, float(lams[1]), factor, block)
+        return _dense_mode_of(atoms, lams[0], vecs[:, 0], lams[1], factor, block)
 
     def _rfo_step(self, x, f, mode: Mode, trust: float, count) -> tuple[np.ndarray, bool]:
         """Partitioned-RFO step (N×3, Å) with the mode's own shifted factor: uphill along the mode,
