@@ -150,11 +150,45 @@ def validate(atoms, source: str = "<structure>", require_periodic: bool = True,
 
 #: atoms per conventional cubic cell of the cubic Bravais hosts hpcvib knows
 CUBIC_BASIS = {"bcc": 2, "fcc": 4}
-#: first-shell coordination of each cubic Bravais host (its detection signature)
-FIRST_SHELL = {"bcc": 8, "fcc": 12}
-#: first-shell cut-off in units of (volume per atom)^(1/3): between the bcc first (1.091) and
-#: second (1.260) shells and beyond the fcc first shell (1.122; its second is at 1.587)
-FIRST_SHELL_CUTOFF = 1.19
+#: a defect cell's host is the lattice whose sites its atoms sit on: median distance of the atoms
+#: from their nearest site below this fraction of the lattice parameter (perfect crystal: 0; a
+#: relaxed defect moves a few atoms, not the median; the wrong lattice leaves it ≥ 0.2 a)
+SITE_TOLERANCE = 0.05
+
+
+def _bcc_offsets(x: np.ndarray) -> np.ndarray:
+    """Offsets (units a0/2) of points ``x`` from their nearest bcc site (all-even or all-odd)."""
+    even = 2.0 * np.rint(x / 2.0)
+    odd = 2.0 * np.floor(x / 2.0) + 1.0
+    use_even = np.linalg.norm(x - even, axis=1) <= np.linalg.norm(x - odd, axis=1)
+    return x - np.where(use_even[:, None], even, odd)
+
+
+def _fcc_offsets(x: np.ndarray) -> np.ndarray:
+    """Offsets (units a0/2) of points ``x`` from their nearest fcc site (integers of even sum):
+    round every coordinate; where the sum is odd, round the worst-rounded one the other way
+    (the nearest point of the D3 lattice, Conway & Sloane)."""
+    near = np.rint(x)
+    odd = near.sum(axis=1) % 2 != 0
+    err = x - near
+    worst = np.argmax(np.abs(err), axis=1)
+    rows = np.flatnonzero(odd)
+    cols = worst[rows]
+    near[rows, cols] += np.where(err[rows, cols] >= 0.0, 1.0, -1.0)
+    return x - near
+
+
+#: nearest-site offsets of each cubic host lattice, in units of a/2
+LATTICE_OFFSETS = {"bcc": _bcc_offsets, "fcc": _fcc_offsets}
+
+
+def site_distances(positions: np.ndarray, a: float, lattice: str) -> np.ndarray:
+    """Distance (Å) of every position from its nearest site of the perfect bcc or fcc lattice of
+    parameter ``a`` (a site at the origin), after removing a rigid translation (the median offset)."""
+    offsets = LATTICE_OFFSETS[lattice]
+    x = positions / (a / 2.0)
+    x = x - np.median(offsets(x), axis=0)
+    return np.linalg.norm(offsets(x), axis=1) * a / 2.0
 
 
 def cubic_supercell(lattice: str, n: int | Sequence[int], a0: float, symbol: str = "Fe", strain: float = 0.0):
@@ -182,40 +216,27 @@ def bcc_supercell(n: int | Sequence[int], a0: float, symbol: str = "Fe", strain:
     return cubic_supercell("bcc", n, a0, symbol, strain)
 
 
-def cubic_host_lattice(atoms, source: str = "<structure>") -> str:
-    """The cubic Bravais host of a (defect) cell, "bcc" or "fcc", from the median first-shell
-    coordination — atoms closer than 1.19 (V/N)^(1/3) count, 8 in bcc, 12 in fcc; a defect
-    changes a few atoms' counts, not the median. Anything else is refused."""
-    from ase.neighborlist import neighbor_list
-
-    cutoff = FIRST_SHELL_CUTOFF * (atoms.get_volume() / len(atoms)) ** (1.0 / 3.0)
-    first = neighbor_list("i", atoms, cutoff)
-    median = int(np.median(np.bincount(first, minlength=len(atoms))))
-    for lattice, z in FIRST_SHELL.items():
-        if median == z:
-            return lattice
-    raise InputError(f"{source}: host is neither bcc nor fcc (median first-shell coordination {median}); "
-                     "give the perfect reference cell (--reference)")
-
-
 def cubic_reference_parameters(atoms, source: str = "<structure>"):
     """(lattice, repetitions (n_x, n_y, n_z), cubic lattice constant a in Å) of the perfect bcc or
-    fcc cell with the same orthogonal cell as the defect cell ``atoms``: the lattice from the
-    first-shell coordination (:func:`cubic_host_lattice`), n_a = L_a / a with a from the volume
-    per site; refused (asking for a reference) unless the cell is orthogonal, the three a_a agree
-    and the site count is within 10 % of N."""
+    fcc cell with the same orthogonal cell as the defect cell ``atoms``. For each lattice, a from
+    the volume per site (2 or 4 sites per cubic cell) and n_a = L_a / a; the host is the lattice
+    whose three a_a agree, whose site count is within 10 % of N and on whose sites the atoms sit
+    (median distance from the nearest site < 0.05 a: O(N), no neighbour list). Anything else —
+    a sheared cell, diamond, a liquid — is refused with a request for a reference file."""
     cell = np.asarray(atoms.get_cell())
     if np.abs(cell - np.diag(np.diag(cell))).max() > 1e-8:
         raise InputError(f"{source}: automatic crystal reference needs an orthogonal cell; give --reference")
-    lattice = cubic_host_lattice(atoms, source)
-    basis = CUBIC_BASIS[lattice]
     lengths = np.diag(cell)
-    reps = np.maximum(np.rint(lengths / (basis * np.prod(lengths) / len(atoms)) ** (1.0 / 3.0)), 1).astype(int)
-    a_axes = lengths / reps
-    n_sites = basis * int(np.prod(reps))
-    if np.ptp(a_axes) > 1e-6 * a_axes.mean() or abs(n_sites - len(atoms)) > 0.1 * n_sites:
-        raise InputError(f"{source}: cell is not a {lattice} supercell of one lattice parameter; give --reference")
-    return lattice, tuple(int(r) for r in reps), float(a_axes[0])
+    for lattice, basis in CUBIC_BASIS.items():
+        reps = np.maximum(np.rint(lengths / (basis * np.prod(lengths) / len(atoms)) ** (1.0 / 3.0)), 1).astype(int)
+        a_axes = lengths / reps
+        n_sites = basis * int(np.prod(reps))
+        if np.ptp(a_axes) > 1e-6 * a_axes.mean() or abs(n_sites - len(atoms)) > 0.1 * n_sites:
+            continue
+        if np.median(site_distances(atoms.get_positions(), a_axes[0], lattice)) < SITE_TOLERANCE * a_axes[0]:
+            return lattice, tuple(int(r) for r in reps), float(a_axes[0])
+    raise InputError(f"{source}: host is neither bcc nor fcc (no supercell of one lattice parameter whose sites "
+                     "the atoms occupy); give the perfect reference cell (--reference)")
 
 
 def diamond_supercell(n: int | Sequence[int], a0: float, symbol: str = "Si"):

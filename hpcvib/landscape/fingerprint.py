@@ -19,7 +19,7 @@ import itertools
 
 import numpy as np
 
-from hpcvib.geometry.structures import minimum_image
+from hpcvib.geometry.structures import minimum_image, site_distances
 
 
 def lattice_fingerprint(atoms, a0: float, n_top: int = 64, lattice: str = "bcc") -> np.ndarray:
@@ -28,33 +28,7 @@ def lattice_fingerprint(atoms, a0: float, n_top: int = 64, lattice: str = "bcc")
     relaxation from randomised positions drifts along the zero modes) — the ``n_top`` largest.
     Invariant under the lattice's symmetry operations and translations, so symmetry-equivalent
     relaxed defects coincide."""
-    return np.sort(_site_distances(atoms, a0, lattice))[::-1][:n_top]
-
-
-def _bcc_offsets(x: np.ndarray) -> np.ndarray:
-    """Offsets (units a0/2) of points ``x`` from their nearest bcc site (all-even or all-odd)."""
-    even = 2.0 * np.rint(x / 2.0)
-    odd = 2.0 * np.floor(x / 2.0) + 1.0
-    use_even = np.linalg.norm(x - even, axis=1) <= np.linalg.norm(x - odd, axis=1)
-    return x - np.where(use_even[:, None], even, odd)
-
-
-def _fcc_offsets(x: np.ndarray) -> np.ndarray:
-    """Offsets (units a0/2) of points ``x`` from their nearest fcc site (integers of even sum):
-    round every coordinate; where the sum is odd, round the worst-rounded one the other way
-    (the nearest point of the D3 lattice, Conway & Sloane)."""
-    near = np.rint(x)
-    odd = near.sum(axis=1) % 2 != 0
-    err = x - near
-    worst = np.argmax(np.abs(err), axis=1)
-    rows = np.flatnonzero(odd)
-    cols = worst[rows]
-    near[rows, cols] += np.where(err[rows, cols] >= 0.0, 1.0, -1.0)
-    return x - near
-
-
-#: nearest-site offsets of each cubic host lattice, units a0/2
-_OFFSETS = {"bcc": _bcc_offsets, "fcc": _fcc_offsets}
+    return np.sort(site_distances(atoms.positions, a0, lattice))[::-1][:n_top]
 
 
 def cell_point_group(cell, tol: float = 1e-6) -> np.ndarray:
@@ -110,18 +84,10 @@ def _wrap(points: np.ndarray, box: np.ndarray) -> np.ndarray:
     return out
 
 
-def _site_distances(atoms, a0: float, lattice: str = "bcc") -> np.ndarray:
-    """Distance (Å) of every atom from its nearest perfect bcc or fcc site, rigid drift removed."""
-    offsets = _OFFSETS[lattice]
-    x = atoms.positions / (a0 / 2.0)
-    x = x - np.median(offsets(x), axis=0)
-    return np.linalg.norm(offsets(x), axis=1) * a0 / 2.0
-
-
 def _anchor_and_candidates(a, b, tol, a0, lattice):
     if a0 is None:
         return 0, np.flatnonzero(b.numbers == a.numbers[0])
-    da, db = _site_distances(a, a0, lattice), _site_distances(b, a0, lattice)
+    da, db = site_distances(a.positions, a0, lattice), site_distances(b.positions, a0, lattice)
     anchor = int(np.argmax(da))
     close = np.abs(db - da[anchor]) < 2 * tol
     close &= b.numbers == a.numbers[anchor]
