@@ -763,6 +763,23 @@ def test_changed_potential_file_is_refused_on_resume(tmp_path):
         Pipeline(MPI.COMM_SELF, load_job(str(job))).run()
 
 
+@serial_only()
+def test_default_element_resumes_a_database_built_with_it_written_out(tmp_path):
+    """[system] symbol = '' means the potential's first species: a database built with
+    symbol = "Fe" resumes with the default (was refused: the raw values '' and 'Fe' differ); an
+    element the potential lacks is still refused."""
+    body = '[system]\npotential = "Fe_mm"\ncell = 3\n{symbol}[generate]\nvacancies = [1]\ninterstitials = []\ncrowdions = false\n'
+    job = tmp_path / "job.toml"
+    head = f'[job]\ndatabase = "{tmp_path / "db.h5"}"\n'
+    job.write_text(head + body.format(symbol='symbol = "Fe"\n'))
+    Pipeline(MPI.COMM_SELF, load_job(str(job))).run()
+    job.write_text(head + body.format(symbol=""))
+    Pipeline(MPI.COMM_SELF, load_job(str(job))).run()
+    job.write_text(head + body.format(symbol='symbol = "Cr"\n'))
+    with pytest.raises(InputError, match="Cr"):
+        Pipeline(MPI.COMM_SELF, load_job(str(job))).run()
+
+
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(os.path.dirname(__file__), "..", "jobs"))
                                         if f.endswith(".toml")))
 def test_every_shipped_job_file_is_valid(name):

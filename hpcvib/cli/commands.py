@@ -541,6 +541,130 @@ class DescriptorsCommand:
         failures.finish()
 
 
+class BuildCommand:
+    """Build a prismatic dislocation loop in a bcc cell, optionally relaxed (O(N) memory).
+
+    A loop of SIZE self-interstitials (⟨b⟩ dumbbells) or vacancies on the atomic rows along the
+    Burgers direction that cross a disc of the habit plane (hpcvib/geometry/loops.py), at the
+    centre of an (n a0)³ cell. --relax: FIRE, then Newton steps solved by ICC-preconditioned
+    conjugate gradients, to --fmax; the lowest eigenvalues of D (preconditioned Davidson) then
+    tell whether the end point is a minimum. -o writes extxyz with the loop's labels.
+    """
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("--cell", type=int, required=True, metavar="N", help="(N a0)^3 bcc cell, 2 N^3 sites")
+        parser.add_argument("--loop", type=int, required=True, metavar="SIZE", help="number of defects in the loop")
+        parser.add_argument("--vacancy", action="store_true", help="a vacancy loop (default: self-interstitials)")
+        parser.add_argument("--burgers", choices=["111", "100"], default="111",
+                            help="Burgers direction: 111 (b = a0/2<111>, default) or 100 (b = a0<100>)")
+        parser.add_argument("--habit", metavar="HKL", help="habit-plane normal, e.g. 110 or 1-10 (default: "
+                            "the Burgers direction, a pure-edge loop)")
+        add_potential_argument(parser)
+        parser.add_argument("--a0", type=float, help="lattice parameter, Å (default: the potential's bcc a0)")
+        parser.add_argument("--symbol", help="element (default: the potential's first species)")
+        parser.add_argument("--relax", action="store_true", help="relax to --fmax and check the lowest modes")
+        parser.add_argument("--fmax", type=float, default=1e-6, help="force tolerance of --relax, eV/Å (default 1e-6)")
+        parser.add_argument("-o", "--output", required=True, help="structure file (extxyz)")
+        parser.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    @staticmethod
+    def run(args, comm):
+        from hpcvib.errors import InputError
+        from hpcvib.fileio import check_writable
+        from hpcvib.geometry.defects import build_defect
+        from hpcvib.geometry.loops import loop_spec
+        from hpcvib.parallel import root_only
+        from hpcvib.potentials import lattice_constant, load_potential
+
+        if args.fmax <= 0:
+            raise InputError(f"--fmax must be positive (got {args.fmax})")
+        root_only(comm, check_writable, args.output)
+        pot = collective_call(comm, load_potential, args.potential)
+        spec = loop_spec("V" if args.vacancy else "I", args.loop, args.burgers, args.habit)
+        a0 = args.a0 or lattice_constant(pot)
+        atoms = build_defect(spec, args.cell, a0, args.symbol or pot.species[0])
+        out = {"structure": args.output, "family": spec.key, "n_atoms": len(atoms), "a0_A": a0}
+        if args.relax:
+            from hpcvib.landscape.krylov_minimum import newton_krylov_minimum
+
+            res = newton_krylov_minimum(comm, atoms, pot, fmax=args.fmax)
+            atoms = res.atoms
+            out.update(energy_eV=res.energy, max_force_eV_A=res.max_force, is_minimum=res.is_minimum,
+                       lowest_eigenvalues=res.lowest, **res.counts)
+            atoms.info.update(energy_eV=res.energy, max_force_eV_A=res.max_force,
+                              is_minimum=bool(res.is_minimum))
+        atoms.info.update(family=spec.key)
+
+        def write():
+            from ase.io import write as ase_write
+
+            from hpcvib.fileio import atomic_output
+            with atomic_output(args.output) as tmp:
+                ase_write(tmp, atoms, format="extxyz")
+        root_only(comm, write)
+        if args.json:
+            emit_json(comm, out)
+        elif comm.rank == 0:
+            relaxed = ""
+            if args.relax:
+                from hpcvib.physics.thermo import without_zero_modes
+
+                relaxed = (f", relaxed to {out['max_force_eV_A']:.2g} eV/Å, E = {out['energy_eV']:.6f} eV, "
+                           f"{'a minimum' if out['is_minimum'] else 'NOT a minimum'} (lowest eigenvalue beyond "
+                           f"the translations {without_zero_modes(out['lowest_eigenvalues'])[0]:.6g} eV/(Å² amu))")
+            print(f"{args.output}: {spec.key}, {len(atoms)} atoms{relaxed}", flush=True)
+
+
+class ModesCommand:
+    """Lowest vibrational modes of structures: eigenvalues of D and frequencies, with or without
+    factorising.
+
+    Routes: shift-invert (SLEPc Krylov–Schur on (D − σI)⁻¹ with MUMPS; completeness proved by
+    inertia), preconditioned (SLEPc generalised Davidson with ICC(0), translations deflated; O(N)
+    memory, for cells whose factor does not fit), auto (shift-invert when the symbolic analysis
+    says its factor fits in memory). The three translations come first (eigenvalue ~0).
+    """
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("structures", nargs="+", metavar="STRUCTURE")
+        add_potential_argument(parser)
+        parser.add_argument("-k", type=int, default=6, help="number of eigenpairs, translations included (default 6)")
+        parser.add_argument("--route", choices=["auto", "shift-invert", "preconditioned"], default="auto",
+                            help="how to obtain them (default auto)")
+        parser.add_argument("--tol", type=float, default=1e-6, help="absolute residual, eV/(Å² amu) (default 1e-6, the paper's)")
+        parser.add_argument("--json", action="store_true", help="one JSON line per structure")
+        add_format_argument(parser)
+
+    @staticmethod
+    def run(args, comm):
+        from hpcvib.errors import InputError
+        from hpcvib.linalg.hessian import assemble_hessian
+        from hpcvib.linalg.preconditioned import lowest_modes_auto
+        from hpcvib.physics.thermo import frequencies_thz
+        from hpcvib.potentials import load_potential
+
+        if args.k < 1 or args.tol <= 0:
+            raise InputError(f"-k must be >= 1 and --tol positive (got {args.k}, {args.tol})")
+        pot = collective_call(comm, load_potential, args.potential)
+        for label, atoms in load_structures(comm, args.structures, args.file_format, types=args.types):
+            dh = assemble_hessian(comm, atoms, pot)
+            route, modes = lowest_modes_auto(dh, args.k, args.route, tol=args.tol)
+            del dh
+            lam = modes.eigenvalues
+            out = {"structure": label, "n_atoms": len(atoms), "route": route, "eigenvalues": lam,
+                   "frequencies_THz": frequencies_thz(lam), "residuals": modes.residuals,
+                   "n_negative_found": int(np.sum(lam < -args.tol)), "iterations": modes.iterations,
+                   "seconds": modes.seconds}
+            if args.json:
+                emit_json(comm, out)
+            elif comm.rank == 0:
+                print(f"{label}: {len(atoms)} atoms, {route}, {modes.seconds:.1f} s", flush=True)
+                for i, (value, nu) in enumerate(zip(lam, out["frequencies_THz"])):
+                    print(f"  {i:3d}  λ = {value: .9e} eV/(Å² amu)   ν = {nu: .6f} THz", flush=True)
+
+
 class PotentialsCommand:
     """List the built-in potentials, or describe a potential file."""
 
@@ -923,6 +1047,8 @@ COMMANDS = [
     ("prefactor", PrefactorCommand),
     ("saddle", SaddleCommand),
     ("hessian", HessianCommand),
+    ("modes", ModesCommand),
+    ("build", BuildCommand),
     ("descriptors", DescriptorsCommand),
     ("fit", FitCommand),
     ("predict", PredictCommand),

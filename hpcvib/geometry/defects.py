@@ -195,10 +195,20 @@ def generate_families(families, variants: int = 0, seed: int = 0) -> list[Defect
     "orientations": ["crowdion"]}``. The clusters of one (kind, size, motif) from all families
     are merged (a larger shell radius contains the smaller), deduplicated by canonical form and
     numbered in canonical order, so keys do not depend on the order of the families.
-    ``max_clusters`` > 0 keeps a seeded random subset of that family's clusters."""
+    ``max_clusters`` > 0 keeps a seeded random subset of that family's clusters. A family with
+    ``loop_burgers`` ('111' or '100', optional ``loop_habit``) is a prismatic dislocation loop of
+    each size (:mod:`hpcvib.geometry.loops`), e.g. ``{"kind": "I", "sizes": [20, 50],
+    "loop_burgers": "111"}``."""
+    from hpcvib.geometry.loops import loop_spec
+
     pools: dict = {}
     for fam in families:
         kind, radius = fam["kind"], int(fam.get("shell_radius", 2))
+        if "loop_burgers" in fam:  # prismatic loops: one spec per size (hpcvib.geometry.loops)
+            for size in fam["sizes"]:
+                spec = loop_spec(kind, int(size), fam["loop_burgers"], fam.get("loop_habit"))
+                pools.setdefault((kind, int(size), spec.motif), set()).add(spec.shape)
+            continue
         for size in fam["sizes"]:
             motifs = ["vacancy"] if kind == "V" else list(fam.get("orientations", ["110", "111"]))
             for motif in motifs:

@@ -68,7 +68,10 @@ def _strains(v):
         "strains must be numbers in (-0.2, 0.2) (fractions, 0.01 = 1 %)"
 
 
-FAMILY_KEYS = {"kind": str, "sizes": list, "orientations": list, "shell_radius": int, "max_clusters": int}
+FAMILY_KEYS = {"kind": str, "sizes": list, "orientations": list, "shell_radius": int, "max_clusters": int,
+               "loop_burgers": str, "loop_habit": str}
+#: largest prismatic loop a family may ask for (defects)
+MAX_LOOP_SIZE = 100000
 
 
 def _families(v):
@@ -85,6 +88,11 @@ def _families(v):
                 return f"{where}: {key} must be of type {FAMILY_KEYS[key].__name__}"
         if fam.get("kind") not in ("V", "I"):
             return f"{where}: kind must be 'V' or 'I'"
+        if "loop_burgers" in fam or "loop_habit" in fam:
+            problem = _loop_family(fam)
+            if problem:
+                return f"{where}: {problem}"
+            continue
         if not fam.get("sizes") or _sizes(fam["sizes"]):
             return f"{where}: sizes must be a non-empty list of integers 1..8"
         bad = [o for o in fam.get("orientations", []) if o not in ("110", "111", "mixed", "crowdion")]
@@ -94,6 +102,26 @@ def _families(v):
             return f"{where}: shell_radius must be 1..5"
         if fam.get("max_clusters", 0) < 0:
             return f"{where}: max_clusters must be >= 0"
+    return None
+
+
+def _loop_family(fam) -> str | None:
+    """What is wrong with a prismatic-loop family (None when nothing)."""
+    from hpcvib.errors import InputError
+    from hpcvib.geometry.loops import loop_rows
+
+    if "loop_burgers" not in fam:
+        return "loop_habit needs loop_burgers ('111' or '100')"
+    extra = [k for k in ("orientations", "shell_radius", "max_clusters") if k in fam]
+    if extra:
+        return f"{extra[0]} does not apply to a loop family"
+    sizes = fam.get("sizes") or []
+    if not sizes or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_LOOP_SIZE for x in sizes):
+        return f"sizes must be a non-empty list of integers 1..{MAX_LOOP_SIZE}"
+    try:
+        loop_rows(1, fam["loop_burgers"], fam.get("loop_habit"))
+    except InputError as exc:
+        return str(exc)
     return None
 
 
@@ -164,10 +192,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_steps": Key(int, 5000, _positive, "optimiser steps per stage"),
         "strains": Key(list, [-0.01, 0.0, 0.01, 0.02, 0.03], _strains, "isotropic strains"),
         "newton": Key(bool, False, doc="finish with exact-Hessian Newton steps to 1e-9 eV/Å"),
-        "method": Key(str, "auto", _one_of("auto", "exact", "fire-lbfgs"),
+        "method": Key(str, "auto", _one_of("auto", "exact", "fire-lbfgs", "newton-krylov"),
                       "auto: 'exact' for cells small enough for a dense factorisation (FIRE, then "
                       "Newton/chord steps whose last Cholesky factor gives the inertia and ln det'), "
-                      "else FIRE + L-BFGS and a separate factorisation"),
+                      "'newton-krylov' above 20 000 atoms (FIRE, then Newton steps solved by "
+                      "ICC-preconditioned CG: O(N) memory), else FIRE + L-BFGS; a separate "
+                      "factorisation then gives the inertia"),
         "escape_saddles": Key(bool, False, doc="exact route: a relaxation that ends on a saddle (a symmetric "
                               "start, or a strained copy whose minimum became unstable) is pushed off it by a "
                               "seeded 0.05 Å displacement and relaxed again (record: escaped_saddle = 1)"),

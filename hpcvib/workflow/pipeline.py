@@ -141,7 +141,12 @@ class Pipeline:
         return [keys[i] for i in rng.permutation(len(keys))]
 
     def _parameters(self) -> dict:
-        return {t: self.job[t] for t in RESULT_TABLES}
+        """The job's result-defining tables, with defaults resolved at run time filled in (the
+        element: '' means the potential's first species), so a database built with the value
+        written out resumes with the default that means the same, and vice versa."""
+        params = {t: dict(self.job[t]) for t in RESULT_TABLES}
+        params["system"]["symbol"] = self.symbol
+        return params
 
     def _open_database(self) -> None:
         folder = os.path.dirname(self.db.path)
@@ -428,6 +433,13 @@ class Pipeline:
             self.log.debug("relax: exact route needs one rank and <= %d unknowns; using FIRE + L-BFGS", DENSE_MAX_DOF)
         return method in ("auto", "exact") and small
 
+    def _krylov_route(self, atoms) -> bool:
+        """Whether a relaxation outside the exact route takes Newton–CG steps (O(N) memory)."""
+        from hpcvib.landscape.krylov_minimum import KRYLOV_AUTO_ATOMS
+
+        method = self.job["relax"]["method"]
+        return method == "newton-krylov" or (method == "auto" and len(atoms) > KRYLOV_AUTO_ATOMS)
+
     def _keys_with(self, stage: str, predicate) -> list:
         def scan():
             records = self.db.read("configs", stage, with_data=False)
@@ -440,8 +452,11 @@ class Pipeline:
         Exact route (small cells, one rank): FIRE, then Newton/chord steps whose last Cholesky
         factorisation at the converged configuration gives the inertia and ln det' at no extra
         cost (:mod:`hpcvib.landscape.exact_minimum`); ``chord`` is a factor from a neighbouring strain.
-        Otherwise FIRE + L-BFGS; the inertia is then computed by the caller."""
+        Otherwise FIRE + L-BFGS, or (method newton-krylov, and auto above
+        :data:`~hpcvib.landscape.krylov_minimum.KRYLOV_AUTO_ATOMS` atoms) FIRE + Newton steps solved
+        by preconditioned CG in O(N) memory; the inertia is then computed by the caller."""
         from hpcvib.landscape.exact_minimum import escape_saddle, newton_minimum, relax_to_minimum
+        from hpcvib.landscape.krylov_minimum import newton_krylov_minimum
         from hpcvib.landscape.saddle import relax
 
         r = self.job["relax"]
@@ -468,12 +483,18 @@ class Pipeline:
                     attrs["ln_det_prime"] = res.ln_det_prime
                 attrs["seconds"] = time.perf_counter() - t
                 return res.atoms, attrs, res.factor
-            out = relax(atoms, self.pot, fmax=r["fmax"], steps=r["max_steps"], refine=r["newton"])
+            if self._krylov_route(atoms):
+                out = newton_krylov_minimum(group if group is not None else self.comm, atoms, self.pot, r["fmax"],
+                                            r["switch_fmax"], r["max_steps"], check_modes=0).atoms
+                method = "newton-krylov"
+            else:
+                out = relax(atoms, self.pot, fmax=r["fmax"], steps=r["max_steps"], refine=r["newton"])
+                method = "fire-lbfgs"
         except ConvergenceError as exc:
             return None, {"status": "failed", "reason": f"relaxation: {exc}", "seconds": time.perf_counter() - t}, None
         ev = self.pot.evaluate(out)
         fmax = float(np.linalg.norm(ev.forces, axis=1).max())
-        attrs = {"status": "ok", "energy_eV": ev.energy, "max_force_eV_A": fmax, "method": "fire-lbfgs",
+        attrs = {"status": "ok", "energy_eV": ev.energy, "max_force_eV_A": fmax, "method": method,
                  "seconds": time.perf_counter() - t}
         return out, attrs, None
 
