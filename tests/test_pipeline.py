@@ -422,6 +422,33 @@ def test_per_strain_fit_from_the_table_and_prediction_at_a_strain(serial_db, tmp
 
 
 @serial_only()
+def test_fit_on_several_training_tables_equals_the_fit_on_their_rows_together(serial_db, tmp_path):
+    """A table split in two by rows and fitted as two tables gives the weights of the whole table
+    (the rows are merged in order); tables of different descriptor settings are refused."""
+    from hpcvib.learning.models import SavedModel
+
+    run("export", serial_db.path, "-o", tmp_path / "t.npz")
+    with np.load(tmp_path / "t.npz") as z:
+        whole = {k: z[k] for k in z.files}
+    half = len(whole["keys"]) // 2
+    for name, rows in (("a", slice(0, half)), ("b", slice(half, None))):
+        np.savez(tmp_path / f"{name}.npz", **{k: (v if k == "meta" else v[rows]) for k, v in whole.items()})
+    for args, out in (([tmp_path / "t.npz"], "m1"), ([tmp_path / "a.npz", tmp_path / "b.npz"], "m2")):
+        run("fit", *args, "--splits", "2", "-o", tmp_path / out)
+    w1 = SavedModel.load(str(tmp_path / "m1" / "S_f_linear.json")).model.coef_
+    w2 = SavedModel.load(str(tmp_path / "m2" / "S_f_linear.json")).model.coef_
+    assert np.allclose(w1, w2, rtol=1e-12, atol=1e-14)
+    meta = json.loads(str(whole["meta"]))
+    meta["settings"]["jmax"] = 3.0
+    np.savez(tmp_path / "c.npz", **{**{k: v[half:] for k, v in whole.items() if k != "meta"},
+                                    "meta": np.array(json.dumps(meta))})
+    bad = run("fit", tmp_path / "a.npz", tmp_path / "c.npz", "--splits", "2", "-o", tmp_path / "m3", check=False)
+    assert bad.returncode == 2 and "c.npz: descriptor settings differ" in bad.stderr
+    mixed = run("fit", serial_db.path, tmp_path / "a.npz", check=False)
+    assert mixed.returncode == 2 and "one or more training tables" in mixed.stderr
+
+
+@serial_only()
 def test_import_stage_turns_structure_files_into_a_database(serial_db, tmp_path):
     """The relaxed structures of a database exported to extxyz, a rattled copy of one and an
     unreadable file, imported by an [import] job with [thermo] and [descriptors]: every imported

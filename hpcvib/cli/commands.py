@@ -932,8 +932,9 @@ class FitCommand:
 
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("database", metavar="DB.h5|TABLE.npz",
-                            help="a database, or a training table from `hpcvib export DB -o TABLE.npz` (linear S_f only)")
+        parser.add_argument("database", metavar="DB.h5|TABLE.npz", nargs="+",
+                            help="a database, or training tables from `hpcvib export DB -o TABLE.npz` (linear S_f "
+                                 "only; several tables of the same potential and descriptors are fitted together)")
         parser.add_argument("--target", action="append", choices=["S_f", "ln_nu", "dE"],
                             help="target (repeatable; default: all the database supports)")
         parser.add_argument("--model", action="append", choices=["linear", "eqml"],
@@ -955,13 +956,18 @@ class FitCommand:
             from hpcvib.errors import InputError
 
             raise InputError(f"--splits {args.splits}: need at least one split per test fraction")
-        if args.database.endswith(".npz"):
+        tables = [p for p in args.database if p.endswith(".npz")]
+        if tables and len(tables) < len(args.database) or len(args.database) > 1 and not tables:
+            from hpcvib.errors import InputError
+
+            raise InputError(f"{' '.join(args.database)}: give one database, or one or more training tables (.npz)")
+        if tables:
             from hpcvib.learning.training import fit_table
 
-            res = fit_table(comm, args.database, args.output, n_splits=args.splits, seed=args.seed,
+            res = fit_table(comm, tables, args.output, n_splits=args.splits, seed=args.seed,
                             per_strain=args.per_strain)
         else:
-            res = fit_database(comm, Database(args.database), tuple(args.target or ("S_f", "ln_nu", "dE")),
+            res = fit_database(comm, Database(args.database[0]), tuple(args.target or ("S_f", "ln_nu", "dE")),
                                tuple(args.model or ("linear", "eqml")), args.output, n_splits=args.splits,
                                seed=args.seed, per_strain=args.per_strain)
         if args.json:

@@ -273,11 +273,35 @@ def fit_database(comm, db, targets=("S_f",), models=("linear", "eqml"), output: 
     return results
 
 
-def fit_table(comm, path: str, output: str = "models", fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n_splits: int = 100,
+def read_training_tables(paths) -> tuple:
+    """Several training tables as one (rows in order; keys prefixed with the file name when two
+    tables share a key): they must hold the same descriptor settings, potential (sha256) and
+    reference volume, else the error names the first table that differs."""
+    data, meta = read_training_table(paths[0])
+    for path in paths[1:]:
+        more, more_meta = read_training_table(path)
+        for what, a, b in (("descriptor settings", data["settings"], more["settings"]),
+                           ("potential", meta.get("potential_sha256"), more_meta.get("potential_sha256"))):
+            if a != b:
+                raise InputError(f"{path}: {what} differ from those of {paths[0]} ({b} vs {a})")
+        if abs(more["volume_per_atom0"] - data["volume_per_atom0"]) > 1e-9 * max(1.0, data["volume_per_atom0"]):
+            raise InputError(f"{path}: reference volume per atom {more['volume_per_atom0']} differs from "
+                             f"{data['volume_per_atom0']} of {paths[0]} (another lattice parameter)")
+        keys = more["keys"]
+        if set(keys) & set(data["keys"]):
+            keys = [f"{os.path.basename(path)}:{k}" for k in keys]
+        data = {**data, "keys": data["keys"] + keys, "kinds": data["kinds"] + more["kinds"],
+                **{k: np.concatenate([data[k], more[k]]) for k in ("strains", "E_f", "y", "dD")}}
+    return data, meta
+
+
+def fit_table(comm, path, output: str = "models", fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n_splits: int = 100,
               seed: int = 0, per_strain: bool = False) -> dict:
-    """The linear S_f model refitted from a training table (:func:`write_training_table`):
-    the same fit, learning curve and calibration as from the database. Collective."""
-    data, meta = root_only(comm, read_training_table, path)
+    """The linear S_f model refitted from a training table (:func:`write_training_table`), or
+    from several merged (``path`` a list: :func:`read_training_tables`): the same fit, learning
+    curve and calibration as from the database. Collective."""
+    paths = [path] if isinstance(path, str) else list(path)
+    data, meta = root_only(comm, read_training_tables, paths)
     model, summary = fit_one(comm, data, "S_f", "linear", fractions, n_splits, seed, per_strain=per_strain)
     saved = SavedModel(model, "S_f", "linear", data["settings"], meta.get("potential"), meta.get("potential_sha256"),
                        {k: summary[k] for k in ("n_samples", "fit_rmse", "fit_mae")})
