@@ -72,6 +72,19 @@ def emit_json(comm, obj, stream=None):
               flush=True)
 
 
+def write_extxyz(comm, path: str, frames) -> None:
+    """Write ``frames`` (an Atoms or a list) to ``path`` as extxyz, atomically, on rank 0."""
+    from hpcvib.parallel import root_only
+
+    def write():
+        from ase.io import write as ase_write
+
+        from hpcvib.fileio import atomic_output
+        with atomic_output(path) as tmp:
+            ase_write(tmp, frames, format="extxyz")
+    root_only(comm, write)
+
+
 def json_safe(obj):
     """``obj`` with every non-finite float (also inside numpy arrays and scalars) as None."""
     import math
@@ -595,14 +608,7 @@ class BuildCommand:
             atoms.info.update(energy_eV=res.energy, max_force_eV_A=res.max_force,
                               is_minimum=bool(res.is_minimum))
         atoms.info.update(family=spec.key)
-
-        def write():
-            from ase.io import write as ase_write
-
-            from hpcvib.fileio import atomic_output
-            with atomic_output(args.output) as tmp:
-                ase_write(tmp, atoms, format="extxyz")
-        root_only(comm, write)
+        write_extxyz(comm, args.output, atoms)
         if args.json:
             emit_json(comm, out)
         elif comm.rank == 0:
@@ -881,7 +887,6 @@ class SaddleCommand:
     def run(args, comm):
         from hpcvib.errors import InputError
         from hpcvib.landscape.artn import ArtnSettings, SaddleSearch
-        from hpcvib.parallel import root_only
 
         if args.fmax <= 0:
             raise InputError(f"--fmax must be positive (got {args.fmax})")
@@ -893,18 +898,12 @@ class SaddleCommand:
         res = SaddleSearch(comm, args.potential, settings).search(minimum, seed=args.seed, atom=args.atom)
         out = {"structure": label, **res.summary()}
         if res.status == "ok" and args.output:
-            def write():
-                from ase.io import write as ase_write
-
-                from hpcvib.fileio import atomic_output
-                frames = [minimum.copy(), res.saddle.copy(), res.final.copy()]
-                for f, kind, e in zip(frames, ("minimum", "saddle", "final minimum"),
-                                      (res.energies["minimum"], res.energies["saddle"], res.energies["final"])):
-                    f.calc = None
-                    f.info.update(kind=kind, energy_eV=e)
-                with atomic_output(args.output) as tmp:
-                    ase_write(tmp, frames, format="extxyz")
-            root_only(comm, write)
+            frames = [minimum.copy(), res.saddle.copy(), res.final.copy()]
+            for f, kind, e in zip(frames, ("minimum", "saddle", "final minimum"),
+                                  (res.energies["minimum"], res.energies["saddle"], res.energies["final"])):
+                f.calc = None
+                f.info.update(kind=kind, energy_eV=e)
+            write_extxyz(comm, args.output, frames)
         if args.json:
             emit_json(comm, out)
         elif comm.rank == 0:
