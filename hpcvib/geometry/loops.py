@@ -92,10 +92,11 @@ def loop_rows(size: int, burgers: str = "111", habit: str | None = None) -> np.n
 
 def loop_motif(burgers: str = "111", habit: str | None = None) -> str:
     """The DefectSpec motif of a loop: 'loop111', or 'loop111-h110' for another habit plane."""
-    if habit is None or parse_direction(habit, "habit plane").tolist() == list(ROW_STEPS.get(burgers, ())) \
-            or habit == burgers:
+    if habit is None or burgers not in ROW_STEPS:
         return f"loop{burgers}"
-    return f"loop{burgers}-h{habit}"
+    normal = parse_direction(habit, "habit plane")
+    pure_edge = np.allclose(np.cross(normal, ROW_STEPS[burgers]), 0.0)  # habit plane ⊥ b
+    return f"loop{burgers}" if pure_edge else f"loop{burgers}-h{habit}"
 
 
 def loop_spec(kind: str, size: int, burgers: str = "111", habit: str | None = None):
