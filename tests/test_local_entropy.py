@@ -82,3 +82,34 @@ def test_thermo_local_writes_per_atom_arrays(tmp_path):
     frame = ase.io.read(out)
     assert np.isclose(frame.arrays["dS_local_kB"].sum(), local["S_f_Eq20_kB"], atol=len(frame) * 5e-8)
     assert "S_local_kB" in frame.arrays
+
+
+def test_thermo_local_quadrature_with_radius_reports_the_far_field(tmp_path):
+    """--local-radius: atoms beyond it carry dS_local = 0 in the file; the JSON's remainder is
+    S_f − Σ dS_i, and equals the dense decomposition's sum over the far atoms."""
+    atoms = _vacancy()
+    path = tmp_path / "vac.extxyz"
+    ase.io.write(path, atoms)
+    out = tmp_path / "local.extxyz"
+    proc = subprocess.run([sys.executable, "-m", "hpcvib.cli.commands", "thermo", str(path), "-p", "Fe_mm",
+                           "--reference", "auto", "--local", "--local-radius", "4", "-o", str(out), "--json"],
+                          capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    local = json.loads(proc.stdout)["local"]
+    assert local["route"] == "quadrature" and local["local_radius_A"] == 4.0
+    assert "far-field remainder" in proc.stderr                       # 4 Å is not enough: warned
+    frame = ase.io.read(out)
+    ref = analyse_perfect_crystal(POT, bcc_supercell(4, fe_a0()))
+    dense = dense_local_decomposition(POT, atoms).formation(ref.ln_det_prime, ref.n_atoms)
+    far = frame.arrays["dS_local_kB"] == 0.0
+    assert 0 < far.sum() < len(frame)
+    assert abs(local["far_field_remainder_kB"] - dense[far].sum()) < 1e-5
+
+
+def test_local_radius_needs_a_reference(tmp_path):
+    path = tmp_path / "vac.extxyz"
+    ase.io.write(path, bcc_supercell(2, fe_a0()))
+    proc = subprocess.run([sys.executable, "-m", "hpcvib.cli.commands", "thermo", str(path), "-p", "Fe_mm",
+                           "-t", "300", "--local", "--local-radius", "4"],
+                          capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert proc.returncode != 0 and "--reference" in proc.stderr and proc.stderr.strip().count("\n") == 0

@@ -208,9 +208,21 @@ class ThermoCommand:
                             help="largest force (eV/Å) of a stationary point, checked with --expect/--reference "
                                  "before any factorisation (default 1e-3)")
         parser.add_argument("--local", action="store_true",
-                            help="exact per-atom entropies (site decomposition of Eq. 2; dense, cells up to "
-                                 "4 000 atoms): S_local_kB at --temperature and, with --reference, the local "
-                                 "formation entropy dS_local_kB (sums to S_f, Eq. 20); written with -o")
+                            help="exact per-atom entropies (site decomposition of Eq. 2): S_local_kB at "
+                                 "--temperature and, with --reference, the local formation entropy dS_local_kB "
+                                 "(sums to S_f, Eq. 20); written with -o")
+        parser.add_argument("--local-route", choices=["auto", "dense", "quadrature"], default="auto",
+                            help="dense: every eigenpair (LAPACK, ≤ 4 000 atoms); quadrature: Lanczos "
+                                 "Gauss/Gauss–Radau brackets per atom, O(N) memory; auto: dense up to 2 000 atoms")
+        parser.add_argument("--local-radius", type=float, metavar="R",
+                            help="quadrature route: only atoms within R Å of the defect (atoms whose energy is "
+                                 "unlike the host's); the others take the perfect crystal's value (needs "
+                                 "--reference; the far-field remainder S_f − Σ dS_i is reported)")
+        parser.add_argument("--local-tol", type=float, default=1e-8, metavar="TOL",
+                            help="quadrature route: bound on the error of each S_i, k_B (default 1e-8, so that sums over 10^5 atoms stay within 1e-3)")
+        parser.add_argument("--no-local-symmetry", action="store_true",
+                            help="quadrature route: evaluate every atom, not one per orbit of the structure's "
+                                 "own symmetry operations")
         parser.add_argument("-o", "--output", metavar="OUT.extxyz",
                             help="with --local: the structures with per-atom arrays S_local_kB / dS_local_kB (OVITO)")
         add_solver_arguments(parser)
@@ -241,6 +253,12 @@ class ThermoCommand:
                 check_writable(out)
         if args.local and args.temperature is None and not args.reference:
             raise InputError("--local needs --temperature (for S_local) or --reference (for dS_local)")
+        if args.local_radius is not None and not (args.local and args.reference):
+            raise InputError("--local-radius gives far atoms the perfect crystal's value: add --local and --reference")
+        if args.local_radius is not None and args.local_route == "dense":
+            raise InputError("--local-radius selects atoms for the quadrature route: use --local-route quadrature|auto")
+        if args.local_tol <= 0:
+            raise InputError(f"--local-tol must be positive (got {args.local_tol})")
         pot = collective_call(comm, load_potential, args.potential)
         failures = ItemFailures(comm, args.keep_going, args.json)
         frames = failures.good(load_structures(comm, args.structures, args.file_format, types=args.types,
@@ -269,7 +287,7 @@ class ThermoCommand:
             if args.spectrum:
                 out.update(_spectrum(comm, dh, res, args, label))
             if args.local:
-                out["local"] = _local_entropies(comm, pot, atoms, out, args, local_frames, label)
+                out["local"] = _local_entropies(comm, pot, atoms, dh, out, args, local_frames, label)
             return out
 
         for label, atoms in frames:
@@ -284,27 +302,44 @@ class ThermoCommand:
         failures.finish()
 
 
-def _local_entropies(comm, pot, atoms, out, args, frames, label) -> dict:
+def _local_entropies(comm, pot, atoms, dh, out, args, frames, label) -> dict:
     """Per-atom S_i (and ΔS_i against the reference) of one structure, with the sum checks
     against the factorisation route; the annotated copy is appended to ``frames``."""
-    from hpcvib.parallel import root_only
-    from hpcvib.physics.local_entropy import dense_local_decomposition
+    from hpcvib.physics.local_entropy import FAR_FIELD_TOL_KB, far_field_remainder
+    from hpcvib.workflow.local_entropies import choose_local_route, local_decomposition
 
-    dec = root_only(comm, dense_local_decomposition, pot, atoms)
+    route = choose_local_route(args.local_route, len(atoms), args.local_radius)
+    dec = local_decomposition(dh, pot, atoms, route, args.local_radius, args.local_tol,
+                              symmetry=not args.no_local_symmetry)
     annotated = atoms.copy()
     annotated.info["structure"] = label
-    checks = {"ln_det_prime_from_eigenpairs": dec.ln_det_prime,
+    checks = {"route": route, "atoms_computed": int(len(atoms) if dec.computed is None else dec.computed.sum()),
               "ln_det_prime_factorisation": out["ln_det_prime"]}
+    if dec.all_computed:
+        checks["sum_L_local"] = float(np.sum(dec.log_diagonal))
+    if dec.error_bound is not None:
+        checks.update(max_error_bound_kB=float(dec.error_bound.max()), quadratures=dec.evaluated_atoms,
+                      lanczos_steps=dec.lanczos_steps)
+    if args.reference:
+        ref = out["reference"]
+        dec = dec.with_far_field(ref["ln_det_prime"], ref["n_atoms"])
+        ds = dec.formation(ref["ln_det_prime"], ref["n_atoms"])
+        annotated.arrays["dS_local_kB"] = ds
+        s_f = _eq20(out)
+        checks.update(sum_dS_local_kB=float(ds.sum()), S_f_Eq20_kB=s_f, max_dS_local_kB=float(ds.max()),
+                      min_dS_local_kB=float(ds.min()))
+        if not dec.all_computed:
+            remainder = far_field_remainder(ds, s_f)
+            checks.update(local_radius_A=args.local_radius, far_field_remainder_kB=remainder)
+            if abs(remainder) > FAR_FIELD_TOL_KB:
+                from hpcvib.log import get_logger
+
+                get_logger("thermo").warning("%s: far-field remainder S_f − Σ dS_i = %.2e k_B exceeds %.0e k_B: "
+                                             "a larger --local-radius is needed", label, remainder, FAR_FIELD_TOL_KB)
     if args.temperature is not None:
         s_local = dec.entropy(args.temperature)
         annotated.arrays["S_local_kB"] = s_local
         checks.update(sum_S_local_kB=float(s_local.sum()), S_vib_kB=out.get("S_vib_kB"))
-    if args.reference:
-        ref = out["reference"]
-        ds = dec.formation(ref["ln_det_prime"], ref["n_atoms"])
-        annotated.arrays["dS_local_kB"] = ds
-        checks.update(sum_dS_local_kB=float(ds.sum()), S_f_Eq20_kB=_eq20(out), max_dS_local_kB=float(ds.max()),
-                      min_dS_local_kB=float(ds.min()))
     frames.append(annotated)
     return checks
 

@@ -134,3 +134,68 @@ def find_duplicates(entries, energy_tol: float, fingerprint_tol: float, same=Non
         else:
             originals.append((key, n, e, fp))
     return dup
+
+
+#: candidate images of the anchor atom tried per point operation (a perfect crystal maps every
+#: atom onto every other: a subset of the translations gives finer, still correct, orbits)
+MAX_ORBIT_CANDIDATES = 64
+
+
+def self_symmetry_orbits(atoms, energies: np.ndarray, tol: float = 1e-5, energy_tol: float = 1e-6) -> np.ndarray:
+    """Orbits of the atoms under the operations (cell point group + translation) that map the
+    configuration onto itself, every atom within ``tol`` (Å) of an atom of its species.
+
+    Returns, for each atom, the index of its orbit's representative (the lowest index). Atoms of
+    one orbit share every rotation-invariant per-atom quantity (e.g. tr (ln D)_ii). The anchor
+    is the atom whose energy (``energies``, eV) is farthest from the median; its candidate
+    images are the atoms of equal energy (``energy_tol``), at most
+    :data:`MAX_ORBIT_CANDIDATES` — fewer operations give finer orbits, never wrong ones.
+    Non-orthogonal cells: every atom is its own orbit (no reduction)."""
+    from scipy.spatial import cKDTree
+
+    n = len(atoms)
+    parent = np.arange(n)
+    cell = np.asarray(atoms.cell)
+    if np.abs(cell - np.diag(np.diag(cell))).max() > 1e-9:
+        return parent
+    box = np.diag(cell)
+    energies = np.asarray(energies, dtype=float)
+    anchor = int(np.argmax(np.abs(energies - np.median(energies))))
+    same = np.flatnonzero((np.abs(energies - energies[anchor]) <= energy_tol) & (atoms.numbers == atoms.numbers[anchor]))
+    trees = {z: (cKDTree(_wrap(atoms.positions[atoms.numbers == z], box), boxsize=box), np.flatnonzero(atoms.numbers == z))
+             for z in set(atoms.numbers.tolist())}
+    centre = 0.5 * box
+    for g in cell_point_group(cell):
+        moved = (atoms.positions - centre) @ g.T + centre
+        for j in same[:MAX_ORBIT_CANDIDATES]:
+            shifted = _wrap(moved + (atoms.positions[j] - moved[anchor]), box)
+            image = _matched_permutation(trees, shifted, atoms.numbers, tol)
+            if image is not None:
+                _union(parent, image)
+    return np.array([_root(parent, i) for i in range(n)])
+
+
+def _matched_permutation(trees, points, numbers, tol):
+    """The permutation sending atom i to the atom within ``tol`` of ``points[i]``, or None."""
+    image = np.empty(len(points), dtype=int)
+    for z, (tree, members) in trees.items():
+        mask = numbers == z
+        dist, idx = tree.query(points[mask], distance_upper_bound=tol)
+        if not np.all(np.isfinite(dist)) or len(np.unique(idx)) != len(idx):
+            return None
+        image[mask] = members[idx]
+    return image
+
+
+def _root(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def _union(parent, image):
+    for i, j in enumerate(image):
+        ri, rj = _root(parent, i), _root(parent, int(j))
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)

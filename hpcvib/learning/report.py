@@ -190,6 +190,7 @@ def write_report(db, job=None, fit_dir: str | None = None, output: str | None = 
                   f"{comp['direct']['marginal']['gamma_star_per_eV']:.4f} /eV. ⟨κ⟩ (Eq. 35, 1/M² Σ_ij) = "
                   f"{comp['kappa']['mean_kappa_all_pairs']:.4f}.", ""]
     lines += database_statistics_lines(db)
+    lines += local_entropy_lines(db, output)
     lines += ["## Side by side with the paper (THEORY §7)", "",
               "RMSEs here are learning-curve test RMSEs at the smallest test fraction (mean over splits).", "",
               "| quantity | this database | paper |", "|---|---|---|"]
@@ -269,6 +270,68 @@ def calibration_plot(path, c: dict, label: str) -> None:
     ax.set_ylim(0, 1.02)
     ax.legend(frameon=False, loc="lower right")
     _savefig(fig, path)
+
+
+def local_entropy_slice(path, atoms, ds: np.ndarray, title: str, thickness: float = 1.5,
+                        centre: np.ndarray | None = None) -> dict:
+    """Picture of the local formation entropies ΔS_i (k_B): the atoms within ``thickness`` (Å)
+    of the (001) plane through ``centre`` (default: the atom of largest |ΔS_i|), coloured by
+    ΔS_i on a symmetric-logarithmic scale (the defect core and the slowly decaying far field on
+    one picture). Returns the slice's numbers (atoms shown, their ΔS range, the cell's sum)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import SymLogNorm
+
+    from hpcvib.geometry.structures import minimum_image
+
+    ds = np.asarray(ds, dtype=float)
+    centre = atoms.positions[int(np.argmax(np.abs(ds)))] if centre is None else np.asarray(centre, dtype=float)
+    rel = minimum_image(atoms.positions - centre, atoms.get_cell())
+    shown = np.abs(rel[:, 2]) <= thickness
+    vmax = float(np.abs(ds).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    order = np.argsort(np.abs(ds[shown]))
+    art = ax.scatter(rel[shown, 0][order], rel[shown, 1][order], c=ds[shown][order], s=18, cmap="RdBu_r",
+                     norm=SymLogNorm(linthresh=1e-3, vmin=-vmax, vmax=vmax), edgecolors="none")
+    fig.colorbar(art, ax=ax, label="ΔS_i (k_B)")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (Å)")
+    ax.set_ylabel("y (Å)")
+    ax.set_title(f"{title}\nΣ ΔS_i = {ds.sum():.3f} k_B; slice |z| ≤ {thickness:g} Å", fontsize=9)
+    fig.tight_layout()
+    _savefig(fig, path)
+    return {"atoms_shown": int(shown.sum()), "dS_min_kB": float(ds[shown].min()), "dS_max_kB": float(ds[shown].max()),
+            "sum_dS_kB": float(ds.sum())}
+
+
+def local_entropy_lines(db, output: str, max_pictures: int = 3) -> list:
+    """Report section on the stored per-atom ΔS_i (job ``[thermo] local``): one slice picture for
+    the unstrained configuration of largest S_f in each of up to ``max_pictures`` families."""
+    from hpcvib.database import atoms_from_record
+
+    best: dict = {}
+    for key, st in sorted(db.read("configs").items()):
+        th = st.get("thermo")
+        if th is None or not th.ok or "dS_local" not in th.data or abs(float(th.attrs.get("strain", 0.0))) > 1e-9:
+            continue
+        family = family_label(st.get("generate"))
+        if family not in best or th.attrs["S_f_kB"] > best[family][1]:
+            best[family] = (key, float(th.attrs["S_f_kB"]))
+    if not best:
+        return []
+    lines = ["## Local formation entropies ΔS_i (Eq. 7–10)", "",
+             "Exact per-atom shares of S_f (they sum to it, Eq. 20); slices through the atom of largest |ΔS_i|.", ""]
+    for family, (key, s_f) in sorted(best.items())[:max_pictures]:
+        rel = db.read_record("configs", key, "relax")
+        th = db.read_record("configs", key, "thermo")
+        png = f"local_{family}.png".replace("/", "_")
+        info = local_entropy_slice(os.path.join(output, png), atoms_from_record(rel), th.data["dS_local"],
+                                   f"{key}: S_f = {s_f:.3f} k_B")
+        lines += [f"{key}: ΔS_i in the slice {info['dS_min_kB']:.4f} … {info['dS_max_kB']:.4f} k_B.", "",
+                  f"![{key}]({png})", ""]
+    return lines
 
 
 def database_statistics_lines(db) -> list:

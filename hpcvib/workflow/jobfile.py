@@ -211,8 +211,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "thermo": {
         "modes": Key(int, 0, _non_negative, "lowest eigenpairs to store"),
         "temperature": Key((float, int), 0.0, _non_negative, "K; > 0 adds S_vib and Eq. 19"),
-        "local": Key(bool, False, doc="also the exact per-atom formation entropies ΔS_i (dense, cells up to "
-                     "4 000 atoms; they sum to S_f, Eq. 20), stored as dS_local and exported as an extxyz array"),
+        "local": Key(bool, False, doc="also the exact per-atom formation entropies ΔS_i of every atom (they sum "
+                     "to S_f, Eq. 20), stored as dS_local and exported as an extxyz array"),
+        "local_route": Key(str, "auto", lambda v: None if v in ("auto", "dense", "quadrature") else
+                           "must be auto, dense or quadrature", "dense: every eigenpair (≤ 4 000 atoms); "
+                           "quadrature: Lanczos Gauss/Gauss–Radau brackets, O(N) memory; auto: dense up to 2 000 atoms"),
+        "local_tol": Key((float, int), 1e-8, _positive, "k_B: bound on the error of each ΔS_i (quadrature route)"),
     },
     "descriptors": {
         "jmax": Key((float, int), 4, lambda v: None if 0 < v <= 6 and (2 * v) % 1 == 0 else "must be a half-integer 0.5..6",

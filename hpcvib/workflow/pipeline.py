@@ -722,16 +722,21 @@ class Pipeline:
                 attrs.update(S_f_T_kB=s_t, S_f_T_convention=conv_t)
         data = {"lowest_eigenvalues": lowest}
         if self.job["thermo"]["local"] and ref is not None and attrs["status"] == "ok":
-            data["dS_local"] = root_only(group, self._local_formation_entropies, rel, ref)
+            data["dS_local"] = self._local_formation_entropies(group, rel, ref)
             attrs["sum_dS_local_kB"] = float(data["dS_local"].sum())
         attrs.update(seconds=time.perf_counter() - t, ranks=group.size)
         self._write(group, Record("configs", key, "thermo", attrs, data))
 
-    def _local_formation_entropies(self, rel, ref) -> np.ndarray:
-        """Exact ΔS_i (k_B, Eq. 20 convention; :mod:`hpcvib.physics.local_entropy`) of a relaxed record."""
-        from hpcvib.physics.local_entropy import dense_local_decomposition
+    def _local_formation_entropies(self, group, rel, ref) -> np.ndarray:
+        """Exact ΔS_i (k_B, Eq. 20 convention; :mod:`hpcvib.physics.local_entropy`) of every atom
+        of a relaxed record, by the job's ``local_route``. Collective over ``group``."""
+        from hpcvib.linalg.hessian import assemble_hessian
+        from hpcvib.workflow.local_entropies import local_decomposition
 
-        dec = dense_local_decomposition(self.pot, atoms_from_record(rel))
+        atoms = atoms_from_record(rel)
+        dh = assemble_hessian(group, atoms, self.pot)
+        dec = local_decomposition(dh, self.pot, atoms, self.job["thermo"]["local_route"],
+                                  tol=float(self.job["thermo"]["local_tol"]))
         return dec.formation(float(ref.attrs["ln_det_prime"]), int(ref.attrs["n_atoms"]))
 
     # ---------------------------------------------------------------- descriptors

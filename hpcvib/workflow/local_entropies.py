@@ -1,0 +1,49 @@
+"""One entry point for exact local entropies, shared by ``hpcvib thermo --local`` and the job
+option ``[thermo] local``: picks the route (:mod:`hpcvib.physics.local_entropy`), the atoms near
+the defect (the activation rule of :func:`hpcvib.landscape.artn.activation_candidates`) and the
+configuration's symmetry orbits (:func:`hpcvib.landscape.fingerprint.self_symmetry_orbits`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpcvib.errors import InputError
+from hpcvib.parallel import root_only
+from hpcvib.physics.local_entropy import (AUTO_DENSE_MAX_ATOMS, DEFAULT_LOCAL_TOL, LOCAL_ROUTES, LocalDecomposition,
+                                          atoms_within, dense_local_decomposition, quadrature_local_decomposition)
+
+
+def choose_local_route(route: str, n_atoms: int, radius: float | None) -> str:
+    """``auto``: dense eigenpairs up to :data:`AUTO_DENSE_MAX_ATOMS` atoms (and no radius), else
+    the Lanczos quadrature."""
+    if route not in LOCAL_ROUTES:
+        raise InputError(f"unknown local-entropy route {route!r} (use {', '.join(LOCAL_ROUTES)})")
+    if route == "auto":
+        return "dense" if n_atoms <= AUTO_DENSE_MAX_ATOMS and radius is None else "quadrature"
+    if route == "dense" and radius is not None:
+        raise InputError("a local radius selects atoms for the quadrature route (use route quadrature or auto)")
+    return route
+
+
+def atoms_near_defect(atoms, potential, radius: float | None) -> np.ndarray:
+    """Atoms within ``radius`` (Å) of an atom whose energy is unlike the host's; all when None."""
+    from hpcvib.landscape.artn import activation_candidates
+
+    if radius is None:
+        return np.arange(len(atoms))
+    return atoms_within(atoms, activation_candidates(atoms, potential), radius)
+
+
+def local_decomposition(dh, potential, atoms, route: str = "auto", radius: float | None = None,
+                        tol: float = DEFAULT_LOCAL_TOL, symmetry: bool = True) -> LocalDecomposition:
+    """Per-atom L_i of ``atoms`` (Hessian ``dh``, collective over ``dh.comm``) by ``route``."""
+    from hpcvib.landscape.fingerprint import self_symmetry_orbits
+
+    comm = dh.comm
+    chosen = choose_local_route(route, len(atoms), radius)
+    if chosen == "dense":
+        return root_only(comm, dense_local_decomposition, potential, atoms)
+    near = root_only(comm, atoms_near_defect, atoms, potential, radius)
+    orbits = root_only(comm, lambda: self_symmetry_orbits(atoms, potential.evaluate(atoms).energies)) \
+        if symmetry else None
+    return quadrature_local_decomposition(dh, atoms, near, tol=tol, orbits=orbits)
