@@ -102,6 +102,14 @@ def _gauss_and_radau(alpha: np.ndarray, beta: np.ndarray, beta_next: float, lowe
     return gauss, radau
 
 
+def _brackets(alphas: list, betas: list, broken: np.ndarray, check_all: bool, lower: float) -> dict:
+    """{column: (Gauss, Gauss–Radau)} of the columns to check now (all, or the broken ones)."""
+    a_hist, b_hist = np.array(alphas), np.array(betas)
+    columns = range(a_hist.shape[1]) if check_all else np.flatnonzero(broken)
+    return {c: _gauss_and_radau(a_hist[:, c], b_hist[:-1, c], 0.0 if broken[c] else b_hist[-1, c], lower)
+            for c in columns}
+
+
 def log_quadratic_forms(matvec, starts: np.ndarray, lower: float, tol: float, max_steps: int = 2000,
                         deflate: np.ndarray | None = None) -> LogQuadrature:
     """Bracket eᵀ ln(D) e for every column e of ``starts`` (n × m).
@@ -147,13 +155,10 @@ def log_quadratic_forms(matvec, starts: np.ndarray, lower: float, tol: float, ma
         alphas.append(alpha)
         betas.append(beta)
         broken = beta <= BREAKDOWN * np.maximum(np.abs(alpha), 1.0)
-        if step % CHECK_EVERY == 0 or broken.any() or step == max_steps:
-            a_hist, b_hist = np.array(alphas), np.array(betas)
+        check_all = step % CHECK_EVERY == 0 or step == max_steps
+        if check_all or broken.any():
             done = np.zeros(len(active), dtype=bool)
-            for c in range(len(active)):
-                if step % CHECK_EVERY and not broken[c] and step != max_steps:
-                    continue
-                g, r = _gauss_and_radau(a_hist[:, c], b_hist[:-1, c], 0.0 if broken[c] else b_hist[-1, c], lower)
+            for c, (g, r) in _brackets(alphas, betas, broken, check_all, lower).items():
                 if g - r <= tol or broken[c]:
                     j = active[c]
                     value[j], half[j], steps[j] = norm2[j] * 0.5 * (g + r), norm2[j] * 0.5 * (g - r), step
