@@ -227,12 +227,17 @@ def activation_candidates(atoms, potential) -> np.ndarray:
     atoms around the defect (the bulk atoms all share the median energy); in a glass, the atoms
     of unusual environments (coordination defects, strained bonds). A cell with no such atom
     (a perfect crystal) returns every atom."""
-    energies = potential.evaluate(atoms).energies
+    return atoms_unlike_host(potential.evaluate(atoms).energies)
+
+
+def atoms_unlike_host(energies: np.ndarray) -> np.ndarray:
+    """The rule of :func:`activation_candidates` applied to per-atom energies (eV) already at hand."""
+    energies = np.asarray(energies, dtype=float)
     median = np.median(energies)
     deviation = np.abs(energies - median)
     threshold = max(ACTIVATION_MIN_DEVIATION, ACTIVATION_SPREADS * 1.4826 * float(np.median(deviation)))
     chosen = np.flatnonzero(deviation > threshold)
-    return chosen if len(chosen) else np.arange(len(atoms))
+    return chosen if len(chosen) else np.arange(len(energies))
 
 
 def activation_direction(atoms, atom: int, radius: float, rng) -> np.ndarray:

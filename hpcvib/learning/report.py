@@ -302,6 +302,7 @@ def local_entropy_slice(path, atoms, ds: np.ndarray, title: str, thickness: floa
     ax.set_title(f"{title}\nΣ ΔS_i = {ds.sum():.3f} k_B; slice |z| ≤ {thickness:g} Å", fontsize=9)
     fig.tight_layout()
     _savefig(fig, path)
+    plt.close(fig)
     return {"atoms_shown": int(shown.sum()), "dS_min_kB": float(ds[shown].min()), "dS_max_kB": float(ds[shown].max()),
             "sum_dS_kB": float(ds.sum())}
 

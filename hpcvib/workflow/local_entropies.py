@@ -25,13 +25,16 @@ def choose_local_route(route: str, n_atoms: int, radius: float | None) -> str:
     return route
 
 
-def atoms_near_defect(atoms, potential, radius: float | None) -> np.ndarray:
-    """Atoms within ``radius`` (Å) of an atom whose energy is unlike the host's; all when None."""
-    from hpcvib.landscape.artn import activation_candidates
+def atoms_near_defect(atoms, potential, radius: float | None, energies: np.ndarray | None = None) -> np.ndarray:
+    """Atoms within ``radius`` (Å) of an atom whose energy is unlike the host's; all when None.
+    ``energies``: the per-atom energies (eV) when already computed."""
+    from hpcvib.landscape.artn import atoms_unlike_host
 
     if radius is None:
         return np.arange(len(atoms))
-    return atoms_within(atoms, activation_candidates(atoms, potential), radius)
+    if energies is None:
+        energies = potential.evaluate(atoms).energies
+    return atoms_within(atoms, atoms_unlike_host(energies), radius)
 
 
 def local_decomposition(dh, potential, atoms, route: str = "auto", radius: float | None = None,
@@ -43,7 +46,11 @@ def local_decomposition(dh, potential, atoms, route: str = "auto", radius: float
     chosen = choose_local_route(route, len(atoms), radius)
     if chosen == "dense":
         return root_only(comm, dense_local_decomposition, potential, atoms)
-    near = root_only(comm, atoms_near_defect, atoms, potential, radius)
-    orbits = root_only(comm, lambda: self_symmetry_orbits(atoms, potential.evaluate(atoms).energies)) \
-        if symmetry else None
+
+    def selection():
+        energies = potential.evaluate(atoms).energies  # once, for the defect region and the orbits
+        orbits = self_symmetry_orbits(atoms, energies) if symmetry else None
+        return atoms_near_defect(atoms, potential, radius, energies), orbits
+
+    near, orbits = root_only(comm, selection)
     return quadrature_local_decomposition(dh, atoms, near, tol=tol, orbits=orbits)
