@@ -72,6 +72,30 @@ def test_find_duplicates_asks_the_explicit_check():
     assert find_duplicates(entries, 1e-4, 1e-3, same=lambda x, y: {x, y} == {"a", "b"}) == {"b": "a"}
 
 
+def test_find_duplicates_matches_the_all_pairs_scan():
+    """The energy-bisected search gives the classes of the plain scan over every earlier
+    original (first in order wins), on entries with many near-equal energies."""
+    rng = np.random.default_rng(3)
+    entries = [(f"k{i}", 10 + int(rng.integers(0, 2)), float(rng.integers(0, 40)) * 1e-4 + rng.normal(0, 2e-5),
+                rng.integers(0, 3, size=2) * 1e-3) for i in range(400)]
+
+    def plain(entries, energy_tol, fp_tol, same):
+        originals, dup = [], {}
+        for key, n, e, fp in entries:
+            match = next((o for o in originals if o[1] == n and abs(e - o[2]) < energy_tol
+                          and np.abs(fp - o[3]).max() < fp_tol and same(o[0], key)), None)
+            if match is None:
+                originals.append((key, n, e, fp))
+            else:
+                dup[key] = match[0]
+        return dup
+
+    same = lambda a, b: (int(a[1:]) + int(b[1:])) % 3 != 0  # noqa: E731 — an arbitrary explicit check
+    expected = plain(entries, 1e-4, 5e-4, same)
+    assert len(expected) > 100
+    assert find_duplicates(entries, 1e-4, 5e-4, same) == expected
+
+
 def _fcc_divacancy(a0, pair):
     """A relaxed fcc divacancy (Fe_mm in its metastable fcc lattice) in a 3×3×3 cell."""
     from hpcvib.geometry.structures import cubic_supercell

@@ -152,6 +152,31 @@ def test_merge_writes_segments_without_touching_the_main_file_and_compaction_fol
     assert _records(db) == before and len(db.provenance()["runs"]) == 1
 
 
+def test_cached_attribute_reads_follow_merges_compactions_and_key_subsets(tmp_path):
+    """Attribute scans are cached per stored file; a newer segment, a compaction (the main file
+    replaced) and pending records are seen at once, and ``keys`` reads only those keys."""
+    db = Database(str(tmp_path / f"cache{MPI.COMM_WORLD.rank}.h5"))
+    db.create({"hpcvib_version": "test"})
+
+    def energies():
+        return {k: st["relax"].attrs["E"] for k, st in db.read("configs", "relax", with_data=False).items()}
+    for key in "AB":
+        db.write(Record("configs", key, "relax", {"status": "ok", "E": 1.0}, {"x": np.arange(3.0)}))
+    db.merge()
+    assert energies() == {"A": 1.0, "B": 1.0}
+    db.read("configs", "relax", with_data=False)["A"]["relax"].attrs["E"] = 99.0  # callers get copies
+    db.write(Record("configs", "A", "relax", {"status": "ok", "E": 2.0}, {"x": np.arange(4.0)}))
+    assert energies() == {"A": 2.0, "B": 1.0}  # pending record
+    db.merge()
+    assert energies() == {"A": 2.0, "B": 1.0} and db.completed("relax") == {"A", "B"}  # newer segment
+    db.compact()
+    db.write(Record("configs", "C", "relax", {"status": "ok", "E": 3.0}))
+    db.merge()
+    assert energies() == {"A": 2.0, "B": 1.0, "C": 3.0} and db.completed("relax") == {"A", "B", "C"}
+    subset = db.read("configs", "relax", keys=["A", "C"])
+    assert sorted(subset) == ["A", "C"] and subset["A"]["relax"].data["x"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
 def test_merge_checks_free_space_first_and_loses_nothing(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple

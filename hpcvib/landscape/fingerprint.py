@@ -123,15 +123,22 @@ def find_duplicates(entries, energy_tol: float, fingerprint_tol: float, same=Non
     A pair is a duplicate when atom counts agree, energies differ by less than ``energy_tol``
     (eV), fingerprints by less than ``fingerprint_tol`` (Å), and — when ``same`` is given —
     ``same(key_a, key_b)`` confirms it (the explicit symmetry check)."""
-    originals: list = []
+    import bisect
+
+    originals: list = []  # in order of arrival
+    by_energy: list = []  # (energy, arrival index), sorted: candidates by bisection
     dup = {}
     for key, n, e, fp in entries:
-        for okey, on, oe, ofp in originals:
+        lo = bisect.bisect_right(by_energy, (e - energy_tol, np.inf))
+        hi = bisect.bisect_left(by_energy, (e + energy_tol, -np.inf))
+        for i in sorted(index for _, index in by_energy[lo:hi]):
+            okey, on, oe, ofp = originals[i]
             if (n == on and abs(e - oe) < energy_tol and len(fp) == len(ofp)
                     and np.abs(fp - ofp).max() < fingerprint_tol and (same is None or same(okey, key))):
                 dup[key] = okey
                 break
         else:
+            bisect.insort(by_energy, (e, len(originals)))
             originals.append((key, n, e, fp))
     return dup
 

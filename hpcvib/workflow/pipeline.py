@@ -604,7 +604,9 @@ class Pipeline:
 
     def _mark_duplicates(self) -> None:
         r = self.job["relax"]
-        relaxed = self.db.read("configs", "relax")
+        attrs = self.db.read("configs", "relax", with_data=False)
+        unstrained = [k for k, st in attrs.items() if st["relax"].ok and st["relax"].attrs.get("parent", "") == ""]
+        relaxed = self.db.read("configs", "relax", keys=unstrained)
         if int(self.job["job"]["batch_size"]) > 0:  # runs on the root alone: no collective here
             generated = self.db.read("configs", "generate", with_data=False)
             order = self._shuffled(sorted(k for k, st in generated.items()
