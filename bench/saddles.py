@@ -1,15 +1,18 @@
 """Saddle-search benchmark: ARTn with the exact Hessian (eigenvector-following near the saddle),
 plain ARTn steps, and ASE's dimer method from the *same* starting displacements, on a-Si
-(Vink-modified SW) inherent states of 512 and 4096 atoms.
+(Vink-modified SW) inherent states of 512 and 4096 atoms, and on relaxed 1024-site bcc Fe cells
+(Mendelev EAM) with a vacancy or a <110> di-interstitial (``--system fe-vacancy|fe-di``).
 
-For every seed: the activation direction d of ARTn (atom and neighbours within 3 Å) is drawn; ARTn
-runs from the minimum with it; the dimer starts from x0 + 0.1 Å·d/max|d_i| with d as its initial
-mode and runs to the same force tolerance. Reported per method: success rate (a first-order
+For every seed: the activation atom (drawn from the default rule's candidates: energy or
+coordination unlike the host's) and direction d of ARTn (atom and neighbours within 3 Å) are
+drawn; ARTn runs from the minimum with them; the dimer starts from x0 + 0.1 Å·d/max|d_i| with d
+as its initial mode and runs to the same force tolerance. Reported per method: success rate (a first-order
 saddle, inertia 1 checked exactly, for ARTn also connected to the minimum), force evaluations
 and Hessian/eigensolver calls per converged saddle, wall time. Samples are melt-quenched once and
 cached in bench/cache/ (durations below; the paper's 20 + 100 ns are for a cluster).
 
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python bench/saddles.py --atoms 512 --seeds 10
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python bench/saddles.py --system fe-vacancy --seeds 8 --no-plain --no-paper-fmax
     NUMBA_NUM_THREADS=2 OMP_NUM_THREADS=2 python bench/saddles.py --atoms 4096 --seeds 8 --no-plain --no-paper-fmax
 """
 
@@ -26,6 +29,27 @@ from _util import append_result  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "saddles.jsonl")
 POT = "Si_sw_vink"
+SYSTEMS = ("asi", "fe-vacancy", "fe-di")
+
+
+def fe_sample(system):
+    """A relaxed (8 a0)³ bcc Fe cell (Mendelev EAM) with a vacancy (1 023 atoms) or a compact
+    <110> di-interstitial (1 026 atoms), relaxed to 1e-6 eV/Å once and cached."""
+    import ase.io
+
+    from hpcvib.geometry.defects import build_defect, generate
+    from hpcvib.landscape.exact_minimum import relax_to_minimum
+    from hpcvib.potentials import lattice_constant, load_potential
+
+    path = os.path.join(HERE, "cache", f"{system}.extxyz")
+    if not os.path.exists(path):
+        pot = load_potential("Fe_mm")
+        specs = generate(vacancies=(1,), interstitials=(), crowdions=False) if system == "fe-vacancy" else \
+            generate(vacancies=(), interstitials=(2,), orientations=("110",), crowdions=False)
+        atoms = relax_to_minimum(build_defect(specs[0], 8, lattice_constant(pot, "bcc")), pot, 1e-6).atoms
+        ase.io.write(path, atoms)
+    atoms = ase.io.read(path)
+    return atoms, {"defect": system, "atoms": len(atoms)}
 
 
 def sample(n_atoms):
@@ -77,8 +101,11 @@ def run_dimer(minimum, seed, fmax, max_steps=3000):
     from hpcvib.potentials import load_potential
     from hpcvib.potentials.calculator import HpcvibCalculator
 
-    rng = np.random.default_rng(seed)
-    atom = int(rng.integers(len(minimum)))
+    from hpcvib.landscape.artn import SaddleSearch
+
+    rng = np.random.default_rng(seed)  # the draws of SaddleSearch.search: same atom, same direction
+    pool = SaddleSearch(MPI.COMM_SELF, POT).activation_pool(minimum)
+    atom = int(pool[rng.integers(len(pool))])
     d = activation_direction(minimum, atom, 3.0, rng)
     calc = HpcvibCalculator(POT)
     counting = CountingPotential(calc.potential)
@@ -133,16 +160,23 @@ def summarise(name, runs, n_atoms, fmax, extra):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--atoms", type=int, default=512)
+    p.add_argument("--system", choices=SYSTEMS, default="asi", help="a-Si (--atoms) or a 1024-site Fe cell")
+    p.add_argument("--atoms", type=int, default=512, help="a-Si cell size")
     p.add_argument("--seeds", type=int, default=12)
     p.add_argument("--fmax", type=float, default=1e-4, help="common force tolerance, eV/Å")
     p.add_argument("--no-dimer", action="store_true")
     p.add_argument("--no-plain", action="store_true", help="skip ARTn with plain steps (slow on large cells)")
     p.add_argument("--no-paper-fmax", action="store_true", help="skip the second ARTn run at 1e-7 eV/Å")
     args = p.parse_args()
-    minimum, report = sample(args.atoms)
-    extra = {"sample": {k: report[k] for k in ("energy_eV_per_atom", "coordination_defects", "bond_angle_std_deg")},
-             "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
+    global POT
+    if args.system == "asi":
+        minimum, report = sample(args.atoms)
+        report = {k: report[k] for k in ("energy_eV_per_atom", "coordination_defects", "bond_angle_std_deg")}
+    else:
+        POT = "Fe_mm"
+        minimum, report = fe_sample(args.system)
+        args.atoms = len(minimum)
+    extra = {"sample": report, "system": args.system, "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
     seeds = range(args.seeds)
     runs = [("artn+exact-hessian", args.fmax, lambda s: run_artn(minimum, s, True, args.fmax))]
     if not args.no_paper_fmax:

@@ -287,6 +287,45 @@ def test_activation_starts_at_the_defect():
     assert len(activation_candidates(perfect, pot)) == len(perfect)
 
 
+def test_coordination_defects_are_activation_candidates():
+    """Coordination numbers against counts by hand: every site of perfect bcc has 8 + 6
+    neighbours within 1.2 × the nearest distance, and exactly the 14 sites around a vacancy lose
+    one; in diamond Si (4 neighbours, second shell at 1.63×) the 4 neighbours of a vacancy are
+    3-coordinated and are candidates of the default rule even where the energy rule alone would
+    not single them out (a glass: its robust energy spread is wide)."""
+    from ase.build import bulk
+
+    from hpcvib.geometry.structures import minimum_image
+    from hpcvib.landscape.artn import coordination_numbers, defect_atoms
+
+    perfect = bcc_supercell(4, fe_a0())
+    assert set(coordination_numbers(perfect).tolist()) == {14}
+    site = perfect.positions[0].copy()
+    vacancy = perfect[1:]
+    d = np.linalg.norm(minimum_image(vacancy.positions - site, vacancy.get_cell()), axis=1)
+    coordination = coordination_numbers(vacancy)
+    assert set(np.flatnonzero(coordination == 13)) == set(np.flatnonzero(d < 0.5 * (2.86 + 4.04)))
+    assert set(coordination[d > 3.5].tolist()) == {14}
+    si = bulk("Si", "diamond", a=5.431, cubic=True).repeat(2)
+    site = si.positions[0].copy()
+    si = si[1:]
+    d = np.linalg.norm(minimum_image(si.positions - site, si.get_cell()), axis=1)
+    three = np.flatnonzero(coordination_numbers(si) == 3)
+    assert set(three) == set(np.flatnonzero(d < 2.5)) and len(three) == 4
+    flat = np.zeros(len(si))  # energies that single out nobody
+    assert set(defect_atoms(si, flat)) == set(three)
+
+
+def test_job_searches_visit_every_candidate_before_any_twice():
+    from hpcvib.landscape.artn import activation_atom
+
+    pool = np.array([3, 17, 40, 41, 99])
+    first = [activation_atom(pool, i, seed=11) for i in range(5)]
+    assert sorted(first) == pool.tolist()
+    assert [activation_atom(pool, i, seed=11) for i in range(5, 10)] == first  # the next round, same order
+    assert first != [activation_atom(pool, i, seed=12) for i in range(5)]
+
+
 def test_json_output_has_null_not_nan():
     import io
 

@@ -94,7 +94,7 @@ class ArtnSettings:
     push_off: float = 0.15
     relax_fmax: float = 1e-6
     same_minimum_tol: float = 0.05
-    activation: str = "defect"  # "defect" (atoms unlike the host, see activation_candidates) or "random"
+    activation: str = "defect"  # "defect" (energy or coordination unlike the host's: activation_candidates) or "random"
 
 
 @dataclass
@@ -219,25 +219,73 @@ ACTIVATION_MIN_DEVIATION = 0.02
 ACTIVATION_RULES = ("defect", "random")
 
 
+#: first-shell radius of the coordination numbers, × the median nearest-neighbour distance
+#: (bcc: first and second shells, 14; fcc 12; a-Si 4 — its second shell is at 1.6×)
+COORDINATION_SHELL = 1.2
+
+
 def activation_candidates(atoms, potential) -> np.ndarray:
     """Atoms where a search should start (the documented rule of ``activation = "defect"``):
-    those whose per-atom energy e_i differs from the host's typical value — the median over the
-    cell — by more than max(:data:`ACTIVATION_MIN_DEVIATION`, :data:`ACTIVATION_SPREADS` × the
-    robust spread 1.4826·median|e_i − median|). In a crystal with a point defect these are the
-    atoms around the defect (the bulk atoms all share the median energy); in a glass, the atoms
-    of unusual environments (coordination defects, strained bonds). A cell with no such atom
-    (a perfect crystal) returns every atom."""
-    return atoms_unlike_host(potential.evaluate(atoms).energies)
+    :func:`defect_atoms` of the relaxed configuration — in a crystal with a point defect the
+    atoms around the defect (the bulk atoms all share the host's energy and coordination); in a
+    glass the atoms of unusual environments: coordination defects, strained bonds. A cell with no
+    such atom (a perfect crystal) returns every atom."""
+    return defect_atoms(atoms, potential.evaluate(atoms).energies)
+
+
+def defect_atoms(atoms, energies: np.ndarray) -> np.ndarray:
+    """Atoms whose environment differs from the host's: those of :func:`atoms_unlike_host`
+    (per-atom energy, eV) and those whose coordination number (:func:`coordination_numbers`)
+    differs from the cell's most common one; every atom when none does."""
+    energies = np.asarray(energies, dtype=float)
+    odd = np.zeros(len(energies), dtype=bool)
+    by_energy = atoms_unlike_host(energies)
+    if len(by_energy) < len(energies):
+        odd[by_energy] = True
+    coordination = coordination_numbers(atoms)
+    odd |= coordination != np.bincount(coordination).argmax()
+    return np.flatnonzero(odd) if odd.any() else np.arange(len(energies))
+
+
+def coordination_numbers(atoms) -> np.ndarray:
+    """Neighbours of each atom within :data:`COORDINATION_SHELL` × the median nearest-neighbour
+    distance (periodic images included)."""
+    from hpcvib.geometry.neighbours import neighbour_list
+
+    n = len(atoms)
+    volume = abs(float(np.linalg.det(np.asarray(atoms.get_cell()))))
+    reach = 1.5 * (volume / n) ** (1.0 / 3.0)  # beyond every nearest neighbour of a condensed phase
+    nl = neighbour_list(atoms, reach)
+    counts = np.diff(nl.indptr)
+    nearest = np.full(n, np.inf)
+    has = counts > 0
+    nearest[nl.centres[has]] = np.minimum.reduceat(nl.distance, nl.indptr[:-1][has])
+    shell = COORDINATION_SHELL * float(np.median(nearest[np.isfinite(nearest)])) if has.any() else 0.0
+    within = nl.distance <= shell
+    coordination = np.zeros(n, dtype=np.int64)
+    np.add.at(coordination, np.repeat(nl.centres, counts), within.astype(np.int64))
+    return coordination
 
 
 def atoms_unlike_host(energies: np.ndarray) -> np.ndarray:
-    """The rule of :func:`activation_candidates` applied to per-atom energies (eV) already at hand."""
+    """Atoms whose per-atom energy e_i differs from the host's typical value — the median over
+    the cell — by more than max(:data:`ACTIVATION_MIN_DEVIATION`, :data:`ACTIVATION_SPREADS` ×
+    the robust spread 1.4826·median|e_i − median|); every atom when none does."""
     energies = np.asarray(energies, dtype=float)
     median = np.median(energies)
     deviation = np.abs(energies - median)
     threshold = max(ACTIVATION_MIN_DEVIATION, ACTIVATION_SPREADS * 1.4826 * float(np.median(deviation)))
     chosen = np.flatnonzero(deviation > threshold)
     return chosen if len(chosen) else np.arange(len(energies))
+
+
+def activation_atom(pool: np.ndarray, index: int, seed) -> int:
+    """The centre of search number ``index`` (0, 1, ...) from one minimum: the atoms of ``pool``
+    in a seeded random order, each once before any is drawn again — a run of searches spreads
+    over every candidate site instead of drawing some repeatedly (with replacement, 24 draws
+    from 39 candidates put about a quarter of them on an atom already drawn)."""
+    order = np.random.default_rng(seed).permutation(len(pool))
+    return int(pool[order[index % len(pool)]])
 
 
 def activation_direction(atoms, atom: int, radius: float, rng) -> np.ndarray:
@@ -408,9 +456,7 @@ class SaddleSearch:
         self._alpha = self.s.perpendicular_alpha
         rng = np.random.default_rng(seed)
         if atom is None:
-            if self.s.activation not in ACTIVATION_RULES:
-                raise HpcvibError(f"unknown activation rule {self.s.activation!r} (use {', '.join(ACTIVATION_RULES)})")
-            pool = activation_candidates(minimum, self.pot) if self.s.activation == "defect" else np.arange(len(minimum))
+            pool = self.activation_pool(minimum)
             atom = int(pool[rng.integers(len(pool))])
         result = ArtnResult("failed", atom=atom, seed=seed)
         try:
@@ -424,6 +470,12 @@ class SaddleSearch:
                       f" ({result.reason})" if result.reason else f", ΔE = {result.delta_E_eV:.4f} eV",
                       count.forces, count.modes, result.seconds)
         return result
+
+    def activation_pool(self, minimum) -> np.ndarray:
+        """The atoms the ``activation`` rule lets a search start from."""
+        if self.s.activation not in ACTIVATION_RULES:
+            raise HpcvibError(f"unknown activation rule {self.s.activation!r} (use {', '.join(ACTIVATION_RULES)})")
+        return activation_candidates(minimum, self.pot) if self.s.activation == "defect" else np.arange(len(minimum))
 
     def _activate_and_converge(self, minimum, atom, rng, direction, count):
         """Activation pushes along d until λ1 < threshold, then convergence steps; when the

@@ -228,8 +228,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "saddles": {
         "searches": Key(int, 20, _positive, "saddle searches per minimum"),
         "activation": Key(str, "defect", _one_of("defect", "random"),
-                          "defect: start at atoms whose energy differs from the host's (hpcvib.landscape.artn."
-                          "activation_candidates); random: any atom"),
+                          "defect: start at atoms whose energy or coordination differs from the host's "
+                          "(hpcvib.landscape.artn.activation_candidates); random: any atom"),
         "fmax": Key((float, int), 1e-7, _positive, "saddle force tolerance, eV/Å (paper 1e-7)"),
         "newton": Key(bool, True, doc="exact-Hessian steps (min-mode following, or Newton near the saddle)"),
         "mode_solver": Key(str, "dense", _one_of("dense", "slepc"),

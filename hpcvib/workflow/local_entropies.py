@@ -26,15 +26,16 @@ def choose_local_route(route: str, n_atoms: int, radius: float | None) -> str:
 
 
 def atoms_near_defect(atoms, potential, radius: float | None, energies: np.ndarray | None = None) -> np.ndarray:
-    """Atoms within ``radius`` (Å) of an atom whose energy is unlike the host's; all when None.
-    ``energies``: the per-atom energies (eV) when already computed."""
-    from hpcvib.landscape.artn import atoms_unlike_host
+    """Atoms within ``radius`` (Å) of an atom whose environment is unlike the host's (energy or
+    coordination: :func:`~hpcvib.landscape.artn.defect_atoms`); all when None. ``energies``: the
+    per-atom energies (eV) when already computed."""
+    from hpcvib.landscape.artn import defect_atoms
 
     if radius is None:
         return np.arange(len(atoms))
     if energies is None:
         energies = potential.evaluate(atoms).energies
-    return atoms_within(atoms, atoms_unlike_host(energies), radius)
+    return atoms_within(atoms, defect_atoms(atoms, energies), radius)
 
 
 def local_decomposition(dh, potential, atoms, route: str = "auto", radius: float | None = None,

@@ -860,7 +860,7 @@ class Pipeline:
     def _saddle_task(self, group, task) -> None:
         import zlib
 
-        from hpcvib.landscape.artn import SaddleSearch
+        from hpcvib.landscape.artn import SaddleSearch, activation_atom
         from hpcvib.learning.descriptors import descriptor_sums
 
         minimum_key, index = task
@@ -868,7 +868,11 @@ class Pipeline:
         rel = root_only(group, self.db.read_record, "configs", minimum_key, "relax")
         minimum = atoms_from_record(rel)
         seed = zlib.crc32(f"{self.job['job']['seed']}:{key}".encode())
-        res = SaddleSearch(group, self.pot, self.artn_settings()).search(minimum, seed=seed)
+        search = SaddleSearch(group, self.pot, self.artn_settings())
+        # the searches of one minimum visit every candidate atom once before any twice
+        atom = activation_atom(search.activation_pool(minimum), index,
+                               zlib.crc32(f"{self.job['job']['seed']}:{minimum_key}".encode()))
+        res = search.search(minimum, seed=seed, atom=atom)
         attrs = {"status": res.status, "minimum": minimum_key, "strain": float(rel.attrs.get("strain", 0.0)),
                  **{k: v for k, v in res.summary().items() if isinstance(v, (int, float, str)) and k != "status"},
                  "counts": res.counts, "energies": res.energies, "ranks": group.size}
