@@ -911,7 +911,8 @@ class SaddleCommand:
                                  "slepc: SLEPc modes and ARTn steps")
         parser.add_argument("--activation", choices=["defect", "random"], default="defect",
                             help="defect (default): atoms whose energy differs from the host's median by more than "
-                                 "max(0.02 eV, 4 robust spreads) — the defect region; random: any atom")
+                                 "max(0.02 eV, 4 robust spreads) or whose coordination differs from the most common "
+                                 "one — the defect region; random: any atom")
         parser.add_argument("--fmax", type=float, default=1e-7, help="saddle force tolerance, eV/Å (default 1e-7)")
         parser.add_argument("--no-newton", action="store_true", help="plain ARTn steps only (no Newton near the saddle)")
         parser.add_argument("-o", "--output", help="event file (extxyz, 3 frames)")
