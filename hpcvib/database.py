@@ -118,6 +118,15 @@ def _file_identity(path: str) -> tuple:
     return (path, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
+def _cache_put(ident: tuple, key: tuple, value):
+    """Store ``value`` for one stored file (``ident`` from :func:`_file_identity`) and forget what
+    was cached for an earlier file at the same path (replaced by a compaction)."""
+    for old in [k for k in _ATTRIBUTE_CACHE if k[0][0] == ident[0] and k[0] != ident]:
+        del _ATTRIBUTE_CACHE[old]
+    _ATTRIBUTE_CACHE[(ident, *key)] = value
+    return value
+
+
 def _copy_without_data(record: Record) -> Record:
     return Record(record.section, record.key, record.stage, dict(record.attrs))
 
@@ -323,10 +332,7 @@ class Database:
                 for st, g in grp.items():
                     if stage is None or st == stage:
                         part.setdefault(key, {})[st] = _read_group(section, key, st, g, False)
-        for old in [k for k in _ATTRIBUTE_CACHE if k[0][0] == path and k[0] != ident]:
-            del _ATTRIBUTE_CACHE[old]
-        _ATTRIBUTE_CACHE[(ident, section, stage)] = part
-        return part
+        return _cache_put(ident, (section, stage), part)
 
     def _stored_names(self, path: str, section: str, stage: str) -> frozenset:
         """Keys of one stored file that have ``stage`` (cached like :meth:`_stored_attributes`)."""
@@ -338,7 +344,7 @@ class Database:
         if names is None:
             with self._open(path) as f:
                 names = frozenset(k for k, g in f[section].items() if stage in g) if section in f else frozenset()
-            _ATTRIBUTE_CACHE[(ident, section, stage, "names")] = names
+            _cache_put(ident, (section, stage, "names"), names)
         return names
 
     def read(self, section: str = "configs", stage: str | None = None, with_data: bool = True,
