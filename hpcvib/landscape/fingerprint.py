@@ -15,6 +15,7 @@ their nearest perfect-lattice site, which every symmetry operation and translati
 
 from __future__ import annotations
 
+import bisect
 import itertools
 
 import numpy as np
@@ -123,8 +124,6 @@ def find_duplicates(entries, energy_tol: float, fingerprint_tol: float, same=Non
     A pair is a duplicate when atom counts agree, energies differ by less than ``energy_tol``
     (eV), fingerprints by less than ``fingerprint_tol`` (Å), and — when ``same`` is given —
     ``same(key_a, key_b)`` confirms it (the explicit symmetry check)."""
-    import bisect
-
     originals: list = []  # in order of arrival
     by_energy: list = []  # (energy, arrival index), sorted: candidates by bisection
     dup = {}
