@@ -49,10 +49,13 @@ def write_job(folder, name="small.toml", extra="", **fmt):
     return path
 
 
-def results(db):
-    """{key: (relax energy, thermo status, ln det', S_f, D)} of a database."""
+def results(db, relaxed_only=False):
+    """{key: (relax energy, thermo status, ln det', S_f, D)} of a database (``relaxed_only``:
+    of the configurations that have a relax record — a slice of a batched job)."""
     out = {}
     for key, st in db.read("configs").items():
+        if relaxed_only and "relax" not in st:
+            continue
         th, de = st.get("thermo"), st.get("descriptors")
         out[key] = (st["relax"].attrs.get("status"), st["relax"].attrs.get("energy_eV"),
                     None if th is None else (th.attrs["status"], th.attrs.get("ln_det_prime"), th.attrs.get("S_f_kB")),
@@ -333,6 +336,42 @@ def test_batched_job_on_the_farm_equals_serial(tmp_path_factory, comm):
     assert statuses.count("ok") >= 4 and "duplicate" in statuses
 
 
+@serial_only()
+def test_batch_slices_build_exactly_their_batches(tmp_path):
+    """``--batches``: a run builds the generated configurations of its batches only (and their
+    strained copies); two slices in two databases hold the same exact results as the whole job
+    for every configuration the whole job found distinct (a slice cannot see another slice's
+    minima, so only duplicate labels across slices may differ)."""
+    from hpcvib.workflow.pipeline import format_batches, parse_batches
+
+    def run_in(name, batches=None):
+        folder = tmp_path / name
+        folder.mkdir()
+        path = folder / "batched.toml"
+        path.write_text(BATCHED.format(db=folder / "db.h5"))
+        pipe = Pipeline(MPI.COMM_SELF, load_job(str(path)), batches=batches)
+        pipe.run()
+        return pipe, results(Database(str(folder / "db.h5")), relaxed_only=True)
+
+    whole_pipe, whole = run_in("whole")
+    order = whole_pipe.batch_order()
+    n_batches = -(-len(order) // 3)
+    assert n_batches >= 3
+    first_pipe, first = run_in("first", {1})
+    _, rest = run_in("rest", parse_batches(f"2-{n_batches}"))
+    assert {k.split("@")[0] for k in first} == set(order[:3])
+    assert {k.split("@")[0] for k in rest} == set(order[3:])
+    for key, row in whole.items():
+        if row[0] == "ok":
+            assert (first.get(key) or rest.get(key)) == row, key
+    with pytest.raises(InputError, match=f"the job has {n_batches} batches"):
+        run_in("beyond", {n_batches + 1})
+    assert format_batches(parse_batches("9, 1-4,3")) == "1-4,9"
+    for bad in ("0", "3-2", "a", ""):
+        with pytest.raises(InputError, match="--batches"):
+            parse_batches(bad)
+
+
 def _kill_job_after_relax_records(job: str, folder, n: int) -> str:
     """Start `hpcvib run JOB`, SIGKILL it once ``n`` relax records are pending; the pending folder."""
     proc = subprocess.Popen([sys.executable, "-m", "hpcvib.cli.commands", "run", job], env=clean_env(),
@@ -471,6 +510,43 @@ def test_fit_on_several_training_tables_equals_the_fit_on_their_rows_together(se
     assert bad.returncode == 2 and "c.npz: descriptor settings differ" in bad.stderr
     mixed = run("fit", serial_db.path, tmp_path / "a.npz", check=False)
     assert mixed.returncode == 2 and "one or more training tables" in mixed.stderr
+
+
+def _table(path, minima):
+    """A training table of ``minima`` = [(key, family, [(strain, E_f, S_f), ...]), ...]."""
+    from hpcvib.learning.training import TABLE_FORMAT
+
+    rows = [(f"{key}@{100 * e:+g}%", fam, e, ef, sf) for key, fam, strains in minima for e, ef, sf in strains]
+    meta = {"format": TABLE_FORMAT, "settings": {"jmax": 4.0}, "potential": "Fe_mm", "potential_sha256": "x",
+            "volume_per_atom0": 11.64}
+    np.savez(path, keys=np.array([r[0] for r in rows]), family=np.array([r[1] for r in rows]),
+             strain=np.array([r[2] for r in rows]), E_f_eV=np.array([r[3] for r in rows]),
+             S_f_kB=np.array([r[4] for r in rows]), dD=np.zeros((len(rows), 3)), meta=np.array(json.dumps(meta)))
+    return str(path)
+
+
+def test_merged_tables_hold_each_minimum_once(tmp_path):
+    """Tables of two slices (or databases) may hold one minimum under two keys: a minimum of the
+    second whose family, strain classes and E_f, S_f at every strain match one of the first
+    (within round-off of the relaxation) is left out; minima that differ in any of them stay."""
+    from hpcvib.learning.training import read_training_tables
+
+    strains = (-0.01, 0.0, 0.01)
+    m1 = [(e, 4.0 + e, 5.0 - e) for e in strains]
+    m2 = [(e, 6.0 + e, 2.0 + e) for e in strains]
+    first = _table(tmp_path / "a.npz", [("I2-a", "I2", m1), ("I2-b", "I2", m2)])
+    second = _table(tmp_path / "b.npz", [
+        ("I2-c", "I2", [(e, ef + 2e-7, sf - 1e-6) for e, ef, sf in m1]),    # I2-a again: left out
+        ("I2-d", "I2", [(e, ef, sf + (0.01 if e > 0 else 0.0)) for e, ef, sf in m2]),  # S_f differs at +1 %
+        ("I3-e", "I3", m2),                                                # another family
+        ("I2-f", "I2", m2[1:]),                                            # other strain classes
+        ("I2-b", "I2", [(e, ef + 1e-4, sf) for e, ef, sf in m2]),          # same key, E_f differs
+    ])
+    data, _ = read_training_tables([first, second])
+    parents = [k.split("@")[0] for k in data["keys"]]
+    # a key that two tables share gets the file name before the second table's keys
+    assert sorted(set(parents)) == ["I2-a", "I2-b", "b.npz:I2-b", "b.npz:I2-d", "b.npz:I2-f", "b.npz:I3-e"]
+    assert len(data["keys"]) == len(data["y"]) == len(data["dD"]) == 5 * 3 + 2
 
 
 @serial_only()

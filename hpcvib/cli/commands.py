@@ -744,13 +744,17 @@ class RunCommand:
         parser.add_argument("--quarantine", action="store_true",
                             help="move unreadable record files (a failing disk) to DB.h5.d/quarantine/ and "
                                  "compute their tasks again, instead of stopping with an error")
+        parser.add_argument("--batches", metavar="LIST",
+                            help="build only these batches of a batched job (1-based numbers and ranges: 5-14, "
+                                 "1-4,9), e.g. one slice per Slurm array task or per machine, each into its own "
+                                 "database; merge their training tables with `hpcvib fit A.npz B.npz`")
 
     @staticmethod
     def run(args, comm):
         from hpcvib.errors import InputError
         from hpcvib.parallel import root_only
         from hpcvib.workflow.jobfile import describe_schema, load_job
-        from hpcvib.workflow.pipeline import Pipeline, format_summary, summary_rows
+        from hpcvib.workflow.pipeline import Pipeline, format_summary, parse_batches, summary_rows
 
         if args.describe:
             if comm.rank == 0:
@@ -761,7 +765,8 @@ class RunCommand:
         job = root_only(comm, load_job, args.job)
         from hpcvib.learning.report import results_table
 
-        pipe = Pipeline(comm, job, args.database, quarantine=args.quarantine)
+        batches = parse_batches(args.batches) if args.batches is not None else None
+        pipe = Pipeline(comm, job, args.database, quarantine=args.quarantine, batches=batches)
         pipe.run()
         fit_dir = job["fit"]["output"] if "fit" in job.stages else None
         text = root_only(comm, lambda: format_summary(summary_rows(pipe.db)) + "\n\n" + results_table(pipe.db, fit_dir))

@@ -287,12 +287,70 @@ def read_training_tables(paths) -> tuple:
         if abs(more["volume_per_atom0"] - data["volume_per_atom0"]) > 1e-9 * max(1.0, data["volume_per_atom0"]):
             raise InputError(f"{path}: reference volume per atom {more['volume_per_atom0']} differs from "
                              f"{data['volume_per_atom0']} of {paths[0]} (another lattice parameter)")
+        more = _without_repeated_minima(more, data, path)
         keys = more["keys"]
         if set(keys) & set(data["keys"]):
             keys = [f"{os.path.basename(path)}:{k}" for k in keys]
         data = {**data, "keys": data["keys"] + keys, "kinds": data["kinds"] + more["kinds"],
                 **{k: np.concatenate([data[k], more[k]]) for k in ("strains", "E_f", "y", "dD")}}
     return data, meta
+
+
+#: two minima of merged tables are the same when, at every strain class, E_f agree within this
+#: (eV) and S_f within :data:`REPEAT_S_F_TOL` (k_B): far inside the differences of distinct
+#: minima, far outside the relaxation's round-off (|F| < 1e-6 eV/Å moves E by ~1e-12 eV)
+REPEAT_E_F_TOL = 1e-5
+REPEAT_S_F_TOL = 1e-3
+
+
+def _minimum_rows(data: dict) -> dict:
+    """{minimum key (the configuration key before '@'): row indices} of a dataset."""
+    rows: dict = {}
+    for i, key in enumerate(data["keys"]):
+        rows.setdefault(key.split("@")[0], []).append(i)
+    return rows
+
+
+def _minimum_signature(data: dict, rows: list) -> tuple:
+    """(family, strain classes) and the (E_f, S_f) pairs in strain order of one minimum's rows."""
+    order = sorted(rows, key=lambda i: data["strains"][i])
+    label = (data["kinds"][order[0]], tuple(np.round(data["strains"][order], 6)))
+    return label, np.array([[data["E_f"][i], data["y"][i]] for i in order])
+
+
+def _without_repeated_minima(more: dict, data: dict, path: str) -> dict:
+    """``more`` less the minima that ``data`` already holds (tables of slices of one job, or of
+    two databases, can hold one minimum under two keys: a slice cannot see another's minima).
+    Same minimum = same family and strain classes, E_f and S_f equal within
+    :data:`REPEAT_E_F_TOL` / :data:`REPEAT_S_F_TOL` at every strain. Logged with the count."""
+    import bisect
+
+    known: dict = {}
+    for rows in _minimum_rows(data).values():
+        label, values = _minimum_signature(data, rows)
+        known.setdefault(label, []).append(values)
+    for label, signatures in known.items():
+        signatures.sort(key=lambda v: v[0, 0])
+        known[label] = ([v[0, 0] for v in signatures], signatures)  # sorted by the first E_f
+    keep = np.ones(len(more["keys"]), dtype=bool)
+    repeated = 0
+    for rows in _minimum_rows(more).values():
+        label, values = _minimum_signature(more, rows)
+        energies, candidates = known.get(label, ([], []))
+        for other in candidates[bisect.bisect_left(energies, values[0, 0] - REPEAT_E_F_TOL):]:
+            if other[0, 0] > values[0, 0] + REPEAT_E_F_TOL:
+                break
+            if (np.abs(other[:, 0] - values[:, 0]).max() <= REPEAT_E_F_TOL
+                    and np.abs(other[:, 1] - values[:, 1]).max() <= REPEAT_S_F_TOL):
+                keep[rows] = False
+                repeated += 1
+                break
+    if repeated:
+        get_logger("fit").info("%s: %d minima (%d configurations) already in an earlier table, left out", path,
+                               repeated, int((~keep).sum()))
+    index = np.flatnonzero(keep)
+    return {**more, "keys": [more["keys"][i] for i in index], "kinds": [more["kinds"][i] for i in index],
+            **{k: more[k][index] for k in ("strains", "E_f", "y", "dD")}}
 
 
 def fit_table(comm, path, output: str = "models", fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n_splits: int = 100,

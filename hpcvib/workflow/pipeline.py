@@ -29,6 +29,29 @@ from hpcvib.workflow.farm import run_tasks
 RESULT_TABLES = ("system", "generate", "amorphous", "relax", "thermo", "descriptors", "saddles")
 
 
+def parse_batches(text: str) -> set[int]:
+    """Batch numbers (1-based) from ``--batches`` text: numbers and inclusive ranges separated
+    by commas, e.g. ``5-14`` or ``1-4,9``; :class:`InputError` naming the text otherwise."""
+    numbers: set[int] = set()
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or int(m.group(1)) < 1 or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+            raise InputError(f"--batches {text}: give batch numbers >= 1 and ranges such as 5-14 or 1-4,9")
+        numbers.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+    return numbers
+
+
+def format_batches(numbers) -> str:
+    """``numbers`` as the shortest ``--batches`` text (ranges of consecutive numbers)."""
+    numbers, parts = sorted(numbers), []
+    for n in numbers:
+        if parts and n == parts[-1][1] + 1:
+            parts[-1][1] = n
+        else:
+            parts.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
+
+
 def strain_key(strain: float) -> str:
     return f"{strain:+.4f}"
 
@@ -72,7 +95,8 @@ AMORPHOUS_SEED_STRIDE = 100003
 class Pipeline:
     """One job on ``comm``: ``Pipeline(comm, job).run()``."""
 
-    def __init__(self, comm, job, database: str | None = None, quarantine: bool = False):
+    def __init__(self, comm, job, database: str | None = None, quarantine: bool = False,
+                 batches: set[int] | None = None):
         from hpcvib.potentials import lattice_constant, load_potential
         from hpcvib.workflow.jobfile import expand_path
 
@@ -91,6 +115,7 @@ class Pipeline:
         self.group_size = int(job["job"]["group_size"])
         self.timings: dict = {}
         self._batch = None  # the unstrained keys of the batch being run, or None (all)
+        self.batches = batches  # the batch numbers (1-based) this run builds, or None (all)
 
     # ---------------------------------------------------------------- driver
     #: stages that a batched job runs once per batch of generated configurations
@@ -100,6 +125,9 @@ class Pipeline:
         root_only(self.comm, self._open_database)
         batched = [s for s in self.job.stages if s in self.BATCHED_STAGES]
         batch_size = int(self.job["job"]["batch_size"])
+        if self.batches is not None and not (batch_size > 0 and "generate" in self.job.stages and batched):
+            raise InputError(f"--batches {format_batches(self.batches)}: the job is not batched (it needs "
+                             "[job] batch_size > 0, a [generate] stage and relax/thermo/descriptors)")
         for stage in self.job.stages:
             if batch_size > 0 and "generate" in self.job.stages and stage in batched:
                 if stage == batched[0]:
@@ -123,10 +151,17 @@ class Pipeline:
         (every batch mixes all families); duplicates are judged in that order, so a minimum of
         an earlier batch is never re-labelled a duplicate of a later one."""
         order = self.batch_order()
-        for first in range(0, len(order), batch_size):
+        n_batches = -(-len(order) // batch_size)
+        wanted = sorted(self.batches) if self.batches is not None else list(range(1, n_batches + 1))
+        if wanted and wanted[-1] > n_batches:
+            raise InputError(f"--batches {format_batches(wanted)}: the job has {n_batches} batches of {batch_size} "
+                             f"generated configurations")
+        if self.batches is not None:
+            self.log.info("batches %s of %d (--batches)", format_batches(wanted), n_batches)
+        for number in wanted:
+            first = (number - 1) * batch_size
             self._batch = set(order[first:first + batch_size])
-            self.log.info("== batch %d of %d (%d configurations) ==", first // batch_size + 1,
-                          -(-len(order) // batch_size), len(self._batch))
+            self.log.info("== batch %d of %d (%d configurations) ==", number, n_batches, len(self._batch))
             for stage in stages:
                 self._run_stage(stage)
         self._batch = None
