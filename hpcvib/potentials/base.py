@@ -253,18 +253,6 @@ def add_block(blocks, row_slot, indptr, cols, a, b, m, scale):
 
 
 @nb.njit(cache=True, inline="always")
-def add_outer(blocks, row_slot, indptr, cols, a, b, u, v, scale):
-    """blocks[a, b] += scale * u vᵀ if row atom a is owned here."""
-    r = row_slot[a]
-    if r < 0:
-        return
-    p = find_col(cols, indptr[r], indptr[r + 1], b)
-    for x in range(3):
-        for y in range(3):
-            blocks[p, x, y] += scale * u[x] * v[y]
-
-
-@nb.njit(cache=True, inline="always")
 def radial_kernel(d, r, d1, d2, out):
     """Second derivative (3×3) of a radial function g(|d|) with respect to d:
     g'' u uᵀ + (g'/r)(I − u uᵀ)."""

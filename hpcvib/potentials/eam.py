@@ -17,7 +17,7 @@ import numba as nb
 import numpy as np
 
 from hpcvib.errors import InputError
-from hpcvib.potentials.base import Evaluation, Potential, add_block, add_outer, radial_kernel
+from hpcvib.potentials.base import Evaluation, Potential, add_block, radial_kernel
 
 
 # ------------------------------------------------------------------------------------------
@@ -294,6 +294,7 @@ def _eam_hessian(centres, slot, indptr, index, vec, dist, species, row_slot, hpt
     atom = np.zeros(maxdeg + 1, dtype=np.int64)
     kmat = np.zeros((3, 3))
     kf = np.zeros((3, 3))
+    column_position = np.zeros(len(row_slot), dtype=np.int64)
     for c in range(ncen):
         a_c = centres[c]
         sc = cspecies[c]
@@ -330,8 +331,15 @@ def _eam_hessian(centres, slot, indptr, index, vec, dist, species, row_slot, hpt
                 add_block(blocks, row_slot, hptr, cols, a_c, j, kmat, -1.0)
         if fpp != 0.0:
             for s in range(n_grad):
-                a = atom[s]
-                if row_slot[a] < 0:
+                r_a = row_slot[atom[s]]
+                if r_a < 0:
                     continue
+                # block positions of row a by column atom (every atom[t] is one: they share c)
+                for p in range(hptr[r_a], hptr[r_a + 1]):
+                    column_position[cols[p]] = p
                 for t in range(n_grad):
-                    add_outer(blocks, row_slot, hptr, cols, a, atom[t], grad[s], grad[t], fpp)
+                    p = column_position[atom[t]]
+                    for x in range(3):
+                        g = fpp * grad[s, x]
+                        for y in range(3):
+                            blocks[p, x, y] += g * grad[t, y]
