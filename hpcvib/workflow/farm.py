@@ -120,6 +120,11 @@ def run_tasks(comm, tasks: Sequence, work: Callable, group_size: int = 1, what: 
     log.info("%s: %d to do on %d group(s) of %d rank(s)", what, n, n_groups, group.size)
     t0 = time.perf_counter()
     mine = 0
+    # The objects that exist now (the database's cached attributes: ~10⁶ in a long job) are left
+    # out of the collections after each task: those then scan only what tasks made (86 ms → a
+    # few ms per task, measured on a 1024-atom Fe job).
+    gc.collect()
+    gc.freeze()
     try:
         while True:
             index = counter.fetch_add(0) if group.rank == 0 else None
@@ -143,5 +148,6 @@ def run_tasks(comm, tasks: Sequence, work: Callable, group_size: int = 1, what: 
                     eta = elapsed / done * (n - done)
                     log.info("%s: %d/%d done, %.1f s elapsed, ETA %.0f s", what, done, n, elapsed, eta)
     finally:
+        gc.unfreeze()
         counter.free()  # collective: with one group every rank got here the same way
     return mine
