@@ -502,6 +502,16 @@ def test_fit_on_several_training_tables_equals_the_fit_on_their_rows_together(se
     w1 = SavedModel.load(str(tmp_path / "m1" / "S_f_linear.json")).model.coef_
     w2 = SavedModel.load(str(tmp_path / "m2" / "S_f_linear.json")).model.coef_
     assert np.allclose(w1, w2, rtol=1e-12, atol=1e-14)
+    # the report of the two tables: its statistics are the database's (read from its records)
+    from hpcvib.learning.report import database_statistics_lines
+
+    run("report", tmp_path / "a.npz", tmp_path / "b.npz", "--models", tmp_path / "m2", "-o", tmp_path / "rep")
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "2 training table(s)" in text and "S_f (k_B) — linear model" in text
+    stats = database_statistics_lines(serial_db)
+    assert len(stats) > 4 and "\n".join(stats) in text
+    bad_mix = run("report", serial_db.path, tmp_path / "a.npz", check=False)
+    assert bad_mix.returncode == 2 and "one or more training tables" in bad_mix.stderr
     meta = json.loads(str(whole["meta"]))
     meta["settings"]["jmax"] = 3.0
     np.savez(tmp_path / "c.npz", **{**{k: v[half:] for k, v in whole.items() if k != "meta"},

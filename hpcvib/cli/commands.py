@@ -962,6 +962,17 @@ class SearchFailed(Exception):
     """A saddle search that ended without an event (exit status 1, not a usage error)."""
 
 
+def training_tables_or_database(paths: list) -> list:
+    """The training tables (.npz) among ``paths``, [] for one database; :class:`InputError`
+    for a mix, or for several databases."""
+    from hpcvib.errors import InputError
+
+    tables = [p for p in paths if p.endswith(".npz")]
+    if tables and len(tables) < len(paths) or len(paths) > 1 and not tables:
+        raise InputError(f"{' '.join(paths)}: give one database, or one or more training tables (.npz)")
+    return tables
+
+
 class FitCommand:
     """Fit surrogate models to a database: S_f (linear, EQML), ln ν* and ΔE (linear, Eq. 27/30).
 
@@ -996,11 +1007,7 @@ class FitCommand:
             from hpcvib.errors import InputError
 
             raise InputError(f"--splits {args.splits}: need at least one split per test fraction")
-        tables = [p for p in args.database if p.endswith(".npz")]
-        if tables and len(tables) < len(args.database) or len(args.database) > 1 and not tables:
-            from hpcvib.errors import InputError
-
-            raise InputError(f"{' '.join(args.database)}: give one database, or one or more training tables (.npz)")
+        tables = training_tables_or_database(args.database)
         if tables:
             from hpcvib.learning.training import fit_table
 
@@ -1067,7 +1074,9 @@ class ReportCommand:
 
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("database", metavar="DB.h5")
+        parser.add_argument("database", metavar="DB.h5|TABLE.npz", nargs="+",
+                            help="the database, or the training tables that `hpcvib fit TABLE.npz...` fitted "
+                                 "(statistics from the merged tables)")
         parser.add_argument("--models", default="models", help="directory of the fit (default models/)")
         parser.add_argument("-o", "--output", default="report", help="output directory (default report/)")
 
@@ -1078,7 +1087,12 @@ class ReportCommand:
         from hpcvib.log import get_logger
         from hpcvib.parallel import root_only
 
-        db = Database(args.database)
+        tables = training_tables_or_database(args.database)
+        if tables:
+            path = root_only(comm, write_report, None, None, args.models, args.output, tables)
+            get_logger("report").info("wrote %s", path)
+            return
+        db = Database(args.database[0])
         root_only(comm, db.provenance)  # a missing or unreadable database is named before anything else
         path = root_only(comm, write_report, db, None, args.models, args.output)
         get_logger("report").info("wrote %s", path)

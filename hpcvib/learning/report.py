@@ -131,8 +131,11 @@ def compensation_plot(path, ln_nu, delta_e, comp: dict, title: str) -> None:
     plt.close(fig)
 
 
-def write_report(db, job=None, fit_dir: str | None = None, output: str | None = None) -> str:
-    """Write ``<output>/report.md`` and its figures; returns the report path."""
+def write_report(db, job=None, fit_dir: str | None = None, output: str | None = None,
+                 tables: list | None = None) -> str:
+    """Write ``<output>/report.md`` and its figures; returns the report path. With ``tables``
+    (training-table paths, ``db`` None) the statistics come from the merged tables
+    (:func:`hpcvib.learning.training.read_training_tables`) and the per-atom section is left out."""
     from hpcvib.physics.compensation import compensation_analysis
 
     fit_dir = fit_dir or (job["fit"]["output"] if job else "models")
@@ -143,11 +146,21 @@ def write_report(db, job=None, fit_dir: str | None = None, output: str | None = 
     with open(fit_path) as fh:
         fits = json.load(fh)
     os.makedirs(output, exist_ok=True)
-    prov = db.provenance()
     ours: dict = {}
-    lines = [f"# hpcvib report — {prov.get('job_name', os.path.basename(db.path))}", "",
-             f"Database `{db.path}`; potential {prov.get('potential')} (sha256 {str(prov.get('potential_sha256'))[:12]}…); "
-             f"hpcvib {prov.get('hpcvib_version')}.", ""]
+    if tables:
+        from hpcvib import __version__
+        from hpcvib.learning.training import read_training_tables
+
+        table_data, meta = read_training_tables(list(tables))
+        names = ", ".join(f"`{t}`" for t in tables)
+        lines = [f"# hpcvib report — {len(table_data['keys'])} configurations of {len(tables)} training table(s)", "",
+                 f"Training tables {names}; potential {meta.get('potential')} (sha256 "
+                 f"{str(meta.get('potential_sha256'))[:12]}…); hpcvib {__version__}.", ""]
+    else:
+        prov = db.provenance()
+        lines = [f"# hpcvib report — {prov.get('job_name', os.path.basename(db.path))}", "",
+                 f"Database `{db.path}`; potential {prov.get('potential')} (sha256 {str(prov.get('potential_sha256'))[:12]}…); "
+                 f"hpcvib {prov.get('hpcvib_version')}.", ""]
     labels = {"S_f": "S_f (k_B)", "ln_nu": "ln(ν*/1 THz)", "dE": "ΔE (eV)"}
     for key, s in fits.items():
         target, model = key.split("/")
@@ -189,8 +202,11 @@ def write_report(db, job=None, fit_dir: str | None = None, output: str | None = 
                   f"{comp['direct']['fit']['ln_nu_gamma']:.4f}; marginal fit (Eq. 29, 50 bins): γ* = "
                   f"{comp['direct']['marginal']['gamma_star_per_eV']:.4f} /eV. ⟨κ⟩ (Eq. 35, 1/M² Σ_ij) = "
                   f"{comp['kappa']['mean_kappa_all_pairs']:.4f}.", ""]
-    lines += database_statistics_lines(db)
-    lines += local_entropy_lines(db, output)
+    if tables:
+        lines += table_statistics_lines(table_data)
+    else:
+        lines += database_statistics_lines(db)
+        lines += local_entropy_lines(db, output)
     lines += ["## Side by side with the paper (THEORY §7)", "",
               "RMSEs here are learning-curve test RMSEs at the smallest test fraction (mean over splits).", "",
               "| quantity | this database | paper |", "|---|---|---|"]
@@ -345,6 +361,20 @@ def database_statistics_lines(db) -> list:
         family = family_label(gen)
         rows.setdefault(family, []).append((th.attrs.get("E_f_eV", np.nan), th.attrs["S_f_kB"],
                                             key.split("@")[0], float(th.attrs.get("strain", 0.0))))
+    return _statistics_lines(rows)
+
+
+def table_statistics_lines(data: dict) -> list:
+    """:func:`database_statistics_lines` of a training-table dataset (merged tables: a minimum
+    is its key before '@', so two tables' minima of one key count twice only when prefixed)."""
+    rows = {}
+    for key, family, e_f, s_f, strain in zip(data["keys"], data["kinds"], data["E_f"], data["y"], data["strains"]):
+        rows.setdefault(family, []).append((float(e_f), float(s_f), key.split("@")[0], float(strain)))
+    return _statistics_lines(rows)
+
+
+def _statistics_lines(rows: dict) -> list:
+    """The statistics table of {family: [(E_f, S_f, minimum key, strain), ...]}."""
     if not rows:
         return []
     out = ["## Database statistics", "", "| family | distinct minima | configurations | E_f range (eV) | "
