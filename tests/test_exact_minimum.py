@@ -81,6 +81,25 @@ def test_chord_from_a_neighbouring_strain_reaches_the_same_minimum():
     assert abs(chorded.ln_det_prime - ref) < 1e-9 * abs(ref)
 
 
+def test_single_precision_chord_factor_gives_the_exact_minimum():
+    """A single-precision factor (spotrf) only preconditions the chord steps: from it the
+    strained copy reaches the minimum of a double-precision chord to 1e-6 Å, and its recorded
+    factor and ln det' are double precision and equal to dense LAPACK's."""
+    from hpcvib.landscape.exact_minimum import factorise
+
+    base = relax_exact(_vacancy(), POT, fmax=1e-7)
+    single = factorise(POT, base.atoms, base.pinned_atom, exact=False)
+    assert single.factor.dtype == np.float32 and not single.exact
+    assert np.abs(single.factor - base.factor.factor).max() < 1e-5 * np.abs(base.factor.factor).max()
+    start = apply_isotropic_strain(base.atoms, 0.02)
+    from_single = newton_minimum(start, POT, fmax=1e-7, chord=single)
+    from_double = newton_minimum(start, POT, fmax=1e-7, chord=base.factor)
+    assert np.abs(from_single.atoms.positions - from_double.atoms.positions).max() < 1e-6
+    assert from_single.factor.exact and from_single.counts["factorisations"] == 1
+    ref, _ = _dense_ln_det_prime(from_single.atoms)
+    assert abs(from_single.ln_det_prime - ref) < 1e-9 * abs(ref)
+
+
 def test_anderson_chord_is_gmres_fast_on_a_linear_problem():
     """F(x) = −A(x − x*) with a chord matrix B that differs from A by a rank-4 term: B⁻¹A has at
     most five distinct eigenvalues, so the accelerated steps (GMRES in disguise) reach the known

@@ -608,7 +608,7 @@ class Pipeline:
 
         if not self._exact_route(atoms, group):
             return None
-        return factorise(self.pot, atoms, choose_pinned_atom(atoms.get_masses()))
+        return factorise(self.pot, atoms, choose_pinned_atom(atoms.get_masses()), exact=False)
 
     def _sparse_inertia(self, group, rec) -> None:
         """Inertia and ln det' of a relaxed record by one sparse factorisation on ``group``."""
