@@ -35,6 +35,10 @@ def test_dense_matrix_equals_the_sparse_hessian(strained_cell):
     d, sqrt_m = shifted.dynamical_matrix(pot, neb["initial"])
     h = pot.hessian(neb["initial"]).toarray()
     assert np.allclose(d * np.outer(sqrt_m, sqrt_m), h, rtol=0, atol=1e-12)
+    # exactly symmetric (the shifted factor reads its transpose), the lower triangle as assembled
+    assert np.array_equal(d, d.T)
+    lower = np.tril_indices_from(h)
+    assert np.array_equal(d[lower], (h / sqrt_m[:, None] / sqrt_m[None, :])[lower])
 
 
 @pytest.mark.parametrize("solver", ["lowest_pairs", "lowest_pairs_lobpcg"])

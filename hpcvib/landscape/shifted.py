@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
 from hpcvib.errors import ConvergenceError
@@ -45,17 +46,35 @@ def usable(comm, atoms) -> bool:
 
 
 def dynamical_matrix(potential, atoms) -> tuple[np.ndarray, np.ndarray]:
-    """Dense D = M^-1/2 H M^-1/2 (3N × 3N, eV/(Å² amu)) and √m per unknown (√amu)."""
+    """Dense D = M^-1/2 H M^-1/2 (3N × 3N, eV/(Å² amu)), exactly symmetric (its lower triangle
+    from the block rows, mirrored), and √m per unknown (√amu)."""
     sqrt_m = np.repeat(np.sqrt(atoms.get_masses()), 3)
     rows = potential.hessian_rows(atoms)
-    n = len(atoms)
-    h = np.zeros((n, 3, n, 3))
-    row_of_block = np.repeat(rows.rows, np.diff(rows.indptr))
-    h[row_of_block, :, rows.cols, :] = rows.blocks
-    h = h.reshape(3 * n, 3 * n)
-    h /= sqrt_m[:, None]
-    h /= sqrt_m[None, :]
-    return h, sqrt_m
+    d = np.empty((3 * len(atoms), 3 * len(atoms)))
+    _scatter_symmetric(rows.rows, rows.indptr, rows.cols, rows.blocks, sqrt_m, d)
+    return d, sqrt_m
+
+
+@nb.njit(cache=True)
+def _scatter_symmetric(rows, indptr, cols, blocks, sqrt_m, out):
+    """out[i, j] = out[j, i] = H_ij / √m_i / √m_j for i ≥ j, H_ij from the block rows (atom a of
+    row i, b of column j); every entry of ``out`` is written (the block pattern is symmetric, and
+    zero blocks are zeroed here)."""
+    out[:, :] = 0.0
+    for r in range(len(rows)):
+        a = rows[r]
+        for e in range(indptr[r], indptr[r + 1]):
+            b = cols[e]
+            if b > a:
+                continue
+            for x in range(3):
+                i = 3 * a + x
+                for y in range(3):
+                    j = 3 * b + y
+                    if j <= i:
+                        v = blocks[e, x, y] / sqrt_m[i] / sqrt_m[j]
+                        out[i, j] = v
+                        out[j, i] = v
 
 
 def translations(sqrt_m: np.ndarray) -> np.ndarray:
@@ -99,8 +118,8 @@ def factor_below_spectrum(d: np.ndarray, t: np.ndarray, sigma: float) -> Shifted
     for _ in range(MAX_SHIFT_TRIES):
         shifted = d.copy()
         shifted[np.diag_indices_from(shifted)] -= sigma
-        try:
-            factor = cho_factor(shifted, lower=True, overwrite_a=True, check_finite=False)
+        try:  # D is exactly symmetric: its transpose is the same matrix, column-major, factored in place
+            factor = cho_factor(shifted.T, lower=True, overwrite_a=True, check_finite=False)
             return ShiftedFactor(d, sigma, factor, t)
         except LinAlgError:
             sigma -= max(MIN_SHIFT_GAP, abs(sigma))
