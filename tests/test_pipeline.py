@@ -370,6 +370,9 @@ def test_batch_slices_build_exactly_their_batches(tmp_path):
     for bad in ("0", "3-2", "a", ""):
         with pytest.raises(InputError, match="--batches"):
             parse_batches(bad)
+    unbatched = run("run", write_job(str(tmp_path)), "--batches", "1", check=False)
+    assert unbatched.returncode == 2 and "--batches 1: the job is not batched" in unbatched.stderr
+    assert not (tmp_path / "db.h5").exists()  # refused before the database is made
 
 
 def _kill_job_after_relax_records(job: str, folder, n: int) -> str:

@@ -122,12 +122,12 @@ class Pipeline:
     BATCHED_STAGES = ("relax", "thermo", "descriptors")
 
     def run(self) -> dict:
-        root_only(self.comm, self._open_database)
         batched = [s for s in self.job.stages if s in self.BATCHED_STAGES]
         batch_size = int(self.job["job"]["batch_size"])
         if self.batches is not None and not (batch_size > 0 and "generate" in self.job.stages and batched):
             raise InputError(f"--batches {format_batches(self.batches)}: the job is not batched (it needs "
                              "[job] batch_size > 0, a [generate] stage and relax/thermo/descriptors)")
+        root_only(self.comm, self._open_database)
         for stage in self.job.stages:
             if batch_size > 0 and "generate" in self.job.stages and stage in batched:
                 if stage == batched[0]:
