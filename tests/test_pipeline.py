@@ -540,8 +540,9 @@ def _table(path, minima):
 
 def test_merged_tables_hold_each_minimum_once(tmp_path):
     """Tables of two slices (or databases) may hold one minimum under two keys: a minimum of the
-    second whose family, strain classes and E_f, S_f at every strain match one of the first
-    (within round-off of the relaxation) is left out; minima that differ in any of them stay."""
+    second whose unstrained configuration matches one of the first in family, E_f and S_f (within
+    round-off of the relaxation) is left out with all its strained rows; minima that differ in
+    any of them, or have no unstrained row, stay."""
     from hpcvib.learning.training import read_training_tables
 
     strains = (-0.01, 0.0, 0.01)
@@ -549,16 +550,17 @@ def test_merged_tables_hold_each_minimum_once(tmp_path):
     m2 = [(e, 6.0 + e, 2.0 + e) for e in strains]
     first = _table(tmp_path / "a.npz", [("I2-a", "I2", m1), ("I2-b", "I2", m2)])
     second = _table(tmp_path / "b.npz", [
-        ("I2-c", "I2", [(e, ef + 2e-7, sf - 1e-6) for e, ef, sf in m1]),    # I2-a again: left out
-        ("I2-d", "I2", [(e, ef, sf + (0.01 if e > 0 else 0.0)) for e, ef, sf in m2]),  # S_f differs at +1 %
-        ("I3-e", "I3", m2),                                                # another family
-        ("I2-f", "I2", m2[1:]),                                            # other strain classes
-        ("I2-b", "I2", [(e, ef + 1e-4, sf) for e, ef, sf in m2]),          # same key, E_f differs
+        ("I2-c", "I2", [(e, ef + 2e-7, sf - 1e-6) for e, ef, sf in m1]),      # I2-a again: left out
+        ("I2-d", "I2", [(e, ef, sf + (0.01 if e == 0 else 0.0)) for e, ef, sf in m2]),  # S_f differs
+        ("I3-e", "I3", m2),                                                  # another family
+        ("I2-f", "I2", [(e, ef + (0.5 if e else 0.0), sf) for e, ef, sf in m2]),  # I2-b; a copy moved on
+        ("I2-g", "I2", [r for r in m1 if r[0] != 0.0]),                      # no unstrained row
+        ("I2-b", "I2", [(e, ef + 1e-4, sf) for e, ef, sf in m2]),            # same key, E_f differs
     ])
     data, _ = read_training_tables([first, second])
     parents = [k.split("@")[0] for k in data["keys"]]
     # a key that two tables share gets the file name before the second table's keys
-    assert sorted(set(parents)) == ["I2-a", "I2-b", "b.npz:I2-b", "b.npz:I2-d", "b.npz:I2-f", "b.npz:I3-e"]
+    assert sorted(set(parents)) == ["I2-a", "I2-b", "b.npz:I2-b", "b.npz:I2-d", "b.npz:I2-g", "b.npz:I3-e"]
     assert len(data["keys"]) == len(data["y"]) == len(data["dD"]) == 5 * 3 + 2
 
 
