@@ -8,6 +8,7 @@ predictions of one seeded 80/20 split for parity plots. Results go to ``<output>
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 
@@ -316,8 +317,6 @@ def _without_repeated_minima(more: dict, data: dict, path: str) -> dict:
     :data:`REPEAT_E_F_TOL` / :data:`REPEAT_S_F_TOL`; all its rows (every strain) are left out —
     a strained copy may have relaxed into another minimum in one of the tables. A minimum without
     an unstrained row is kept. Logged with the count."""
-    import bisect
-
     known: dict = {}
     for i in _unstrained_rows(data).values():
         known.setdefault(data["kinds"][i], []).append((float(data["E_f"][i]), float(data["y"][i])))
