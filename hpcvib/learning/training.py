@@ -299,8 +299,8 @@ def read_training_tables(paths) -> tuple:
 
 #: two minima of merged tables are the same when their unstrained configurations have the same
 #: family, E_f within this (eV) and S_f within :data:`REPEAT_S_F_TOL` (k_B). Measured on the Fe
-#: paper tables (batches 1–4 against 5–7): the same minimum agrees to < 1e-10 eV and < 1e-4 k_B,
-#: while distinct minima as close as 1e-6 eV in E_f differ by > 1e-2 k_B in S_f
+#: paper tables (batches 1–4 against 5–10): the same minimum agrees to < 1e-11 eV and < 4e-4 k_B,
+#: while distinct minima as close as 1e-6 eV in E_f differ by > 1e-2 k_B in S_f (batches 5–7)
 REPEAT_E_F_TOL = 1e-5
 REPEAT_S_F_TOL = 1e-3
 
