@@ -121,8 +121,8 @@ def run_tasks(comm, tasks: Sequence, work: Callable, group_size: int = 1, what: 
     t0 = time.perf_counter()
     mine = 0
     # The objects that exist now (the database's cached attributes: ~10⁶ in a long job) are left
-    # out of the collections after each task: those then scan only what tasks made (86 ms → a
-    # few ms per task, measured on a 1024-atom Fe job).
+    # out of the collections after each task: those then scan only what tasks made (86 ms per
+    # task before, no longer visible in the profile of a 1024-atom Fe job).
     gc.collect()
     gc.freeze()
     try:
